@@ -1,0 +1,3 @@
+from cosmogen.cli.main import main
+
+main()

@@ -1,0 +1,1 @@
+"""Benchmark workloads (docs/benchmarks.md), runnable as `cosmogen bench NAME`."""

@@ -1,0 +1,174 @@
+"""The `cosmogen` command line: validate, run, import, bench."""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import click
+
+from cosmogen import __version__
+from cosmogen.cli import render
+from cosmogen.cli.loading import EXIT_FAILED, EXIT_INVALID, EXIT_OK, LoadFailure, load, read_source
+from cosmogen.domain.diagnostics import Diagnostic, DocumentError
+from cosmogen.domain.document import dump_universe, parse_json, universe_from_raw
+from cosmogen.domain.fabric import run_plan
+from cosmogen.domain.validate import validate
+
+
+class _Group(click.Group):
+    """Turns click's usage errors into exit 2 with a message (click already does) and never a traceback."""
+
+    def main(self, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return super().main(*args, **kwargs)
+        except RecursionError:  # pragma: no cover - defensive: the loaders are iterative
+            click.echo("error: the input nests too deeply", err=True)
+            sys.exit(EXIT_INVALID)
+
+
+@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, "--version", prog_name="cosmogen")
+def cli() -> None:
+    """cosmogen: design, validate and run universes of entity-state operators."""
+
+
+@cli.command("validate")
+@click.argument("file")
+@click.option("--json", "as_json", is_flag=True, help="Print the diagnostics as JSON.")
+def validate_command(file: str, as_json: bool) -> None:
+    """Check FILE; exit 0 when it is valid, 2 with the diagnostics when not."""
+    try:
+        loaded = load(file)
+    except LoadFailure as exc:
+        _emit_invalid(exc.diagnostics, as_json)
+        sys.exit(EXIT_INVALID)
+    report = loaded.report
+    if as_json:
+        click.echo(
+            json.dumps(
+                {
+                    "valid": report.valid,
+                    "universe": loaded.universe.name,
+                    "order": list(report.order),
+                    "diagnostics": [d.to_json() for d in loaded.diagnostics],
+                },
+                indent=2,
+            )
+        )
+    else:
+        render.diagnostics(loaded.diagnostics)
+        if report.valid:
+            click.echo(
+                f"{loaded.universe.name}: valid ({len(loaded.universe.nodes)} nodes, "
+                f"{len(report.warnings) + len(loaded.notes)} warnings)"
+            )
+    sys.exit(EXIT_OK if report.valid else EXIT_INVALID)
+
+
+@cli.command("run")
+@click.argument("file")
+@click.option("--json", "as_json", is_flag=True, help="Print the result as one JSON object.")
+@click.option("--event", "event_name", default="manual", show_default=True, help="Name of the run's event.")
+@click.option("--data", "event_data", default=None, help="The event's data, as a JSON object.")
+@click.option("--quiet", "-q", is_flag=True, help="Print only the summary line.")
+def run_command(file: str, as_json: bool, event_name: str, event_data: str | None, quiet: bool) -> None:
+    """Run FILE in memory and show what happened; exit 1 when the run fails, 2 on bad input."""
+    try:
+        loaded = load(file)
+        data = _event_data(event_data)
+    except LoadFailure as exc:
+        _emit_invalid(exc.diagnostics, as_json)
+        sys.exit(EXIT_INVALID)
+    plan = loaded.report.plan
+    if plan is None:
+        _emit_invalid(loaded.diagnostics, as_json)
+        sys.exit(EXIT_INVALID)
+    started = time.perf_counter()
+    with render.progress(len(plan.steps), enabled=not as_json and not quiet) as advance:
+        state = run_plan(plan, {"name": event_name, "data": data}, on_step=lambda _s, _o: advance())
+    elapsed_ms = (time.perf_counter() - started) * 1000
+    if as_json:
+        result = state.to_json()
+        result["universe"] = loaded.universe.name
+        result["duration_ms"] = round(elapsed_ms, 3)
+        result["warnings"] = [d.to_json() for d in loaded.diagnostics if d.severity == "warning"]
+        click.echo(json.dumps(result, indent=2, ensure_ascii=False))
+    else:
+        if not quiet:
+            render.diagnostics([d for d in loaded.diagnostics if d.severity == "warning"])
+        render.run_result(loaded.universe, plan, state, elapsed_ms, quiet=quiet)
+    sys.exit(EXIT_OK if state.status == "succeeded" else EXIT_FAILED)
+
+
+@cli.command("import")
+@click.argument("file")
+@click.option("-o", "--output", type=click.Path(dir_okay=False, writable=True), help="Write here instead of stdout.")
+def import_command(file: str, output: str | None) -> None:
+    """Convert a universe saved by the original studio (or any older format) to universe/1."""
+    try:
+        raw = parse_json(read_source(file))
+        universe, notes = universe_from_raw(raw)
+    except (DocumentError, LoadFailure) as exc:
+        render.diagnostics(exc.diagnostics)
+        sys.exit(EXIT_INVALID)
+    report = validate(universe)
+    text = dump_universe(universe)
+    if output:
+        Path(output).write_text(text, encoding="utf-8")
+    else:
+        click.echo(text, nl=False)
+    render.diagnostics([*notes, *report.diagnostics])
+    if not report.valid:
+        where = output or "stdout"
+        click.echo(f"converted to {where}, but it needs the fixes above before it can run", err=True)
+        sys.exit(EXIT_INVALID)
+    if output:
+        click.echo(f"converted {universe.name!r} to {output} ({len(notes)} notes)", err=True)
+
+
+@cli.command("bench")
+@click.argument("name", type=click.Choice(["chain40"]))
+@click.option("--json", "as_json", is_flag=True, help="Print the figures as one JSON object.")
+@click.option("--repeat", default=7, show_default=True, help="Measured rounds (after one warm-up).")
+def bench_command(name: str, as_json: bool, repeat: int) -> None:
+    """Run a benchmark workload from docs/benchmarks.md and print its figures."""
+    from cosmogen.bench import chain
+
+    figures = chain.run(repeat=repeat)
+    if as_json:
+        click.echo(json.dumps(figures, indent=2))
+    else:
+        click.echo(chain.describe(figures))
+
+
+def _event_data(text: str | None) -> dict[str, Any]:
+    if text is None:
+        return {}
+    try:
+        value = parse_json(text)
+    except DocumentError as exc:
+        raise LoadFailure([_retag(d, "--data") for d in exc.diagnostics]) from None
+    if not isinstance(value, dict):
+        raise LoadFailure(
+            [Diagnostic("bad-event", "error", "--data must be a JSON object", hint='e.g. --data \'{"amount": 50}\'')]
+        )
+    return value
+
+
+def _retag(diagnostic: Diagnostic, field: str) -> Diagnostic:
+    return Diagnostic(diagnostic.code, diagnostic.severity, diagnostic.message, field=field, hint=diagnostic.hint)
+
+
+def _emit_invalid(diagnostics: list[Diagnostic], as_json: bool) -> None:
+    if as_json:
+        click.echo(json.dumps({"status": "invalid", "diagnostics": [d.to_json() for d in diagnostics]}, indent=2))
+    else:
+        render.diagnostics(diagnostics)
+
+
+def main() -> None:
+    cli(prog_name="cosmogen")

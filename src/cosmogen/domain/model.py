@@ -1,0 +1,119 @@
+"""The universe document as typed, immutable values.
+
+These models are the schema of `universe/1` documents: unknown fields are refused, so a typo such as
+`"tranform"` is reported instead of silently ignored (the original studio ignored them).
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+
+SCHEMA_VERSION = "universe/1"
+
+# JSON-like values as they live in entity properties and run results.
+JSONValue = Any
+
+NodeId = Annotated[str, StringConstraints(min_length=1, max_length=128)]
+EntityId = Annotated[str, StringConstraints(min_length=1, max_length=256)]
+ExprSource = Annotated[str, StringConstraints(min_length=1)]
+# A transform, repair or mapping: {property: CEL expression}.
+ExprMap = dict[Annotated[str, StringConstraints(min_length=1, max_length=256)], ExprSource]
+
+NODE_TYPES = ("begin", "become", "cease", "transcend", "resolve", "law")
+
+
+class Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
+
+
+class CanvasPosition(Model):
+    x: float
+    y: float
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=False)
+
+
+class NodeBase(Model):
+    id: NodeId
+    label: str | None = None
+    narrative: str | None = None
+    position: CanvasPosition | None = None
+
+
+class BeginNode(NodeBase):
+    type: Literal["begin"]
+    entity: EntityId
+    properties: dict[str, JSONValue] = Field(default_factory=dict)
+
+
+class BecomeNode(NodeBase):
+    type: Literal["become"]
+    entity: EntityId
+    transform: ExprMap
+    # A boolean CEL expression; absent means "always".
+    trigger: ExprSource | None = None
+    # The original's WHEN(event): fire only when the run's event has this name.
+    on_event: str | None = None
+
+
+class CeaseNode(NodeBase):
+    type: Literal["cease"]
+    entity: EntityId
+    condition: ExprSource
+    action: Literal["terminate", "repair", "fork"] = "terminate"
+    repair: ExprMap | None = None
+
+
+class TranscendNode(NodeBase):
+    type: Literal["transcend"]
+    entity: EntityId
+    portal: Annotated[str, StringConstraints(min_length=1, max_length=256)]
+    condition: ExprSource | None = None
+    mapping: ExprMap = Field(default_factory=dict)
+
+
+class ResolveNode(NodeBase):
+    type: Literal["resolve"]
+    entity: EntityId
+    strategy: Literal["merge", "first-wins", "last-wins", "manual"] = "merge"
+
+
+class LawNode(NodeBase):
+    type: Literal["law"]
+    # An entity id, or a glob such as `account:*` to govern every matching entity.
+    entity: EntityId
+    name: str | None = None
+    # {invariant name: boolean CEL expression that must hold}
+    invariants: dict[Annotated[str, StringConstraints(min_length=1)], ExprSource] = Field(min_length=1)
+    repair: ExprMap | None = None
+
+
+Node = Annotated[
+    BeginNode | BecomeNode | CeaseNode | TranscendNode | ResolveNode | LawNode,
+    Field(discriminator="type"),
+]
+
+
+class Edge(Model):
+    source: NodeId
+    target: NodeId
+    id: str | None = None
+    label: str | None = None
+
+
+class Universe(Model):
+    cosmogen: Literal["universe/1"]
+    name: Annotated[str, StringConstraints(min_length=1, max_length=200)]
+    description: str | None = None
+    nodes: list[Node]
+    edges: list[Edge] = Field(default_factory=list)
+    # Provider bindings arrive with the runtime and integrations issues; kept as data until then.
+    bindings: list[dict[str, JSONValue]] = Field(default_factory=list)
+    viewport: dict[str, float] | None = None
+
+    def node(self, node_id: str) -> Node | None:
+        for node in self.nodes:
+            if node.id == node_id:
+                return node
+        return None

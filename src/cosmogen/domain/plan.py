@@ -1,0 +1,58 @@
+"""A validated universe compiled for execution: order fixed, every expression compiled once."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from fnmatch import fnmatchcase
+
+from cosmogen.domain.model import LawNode, Node, Universe
+from cosmogen.expr import Expression, Template
+
+ExprTable = tuple[tuple[str, Expression], ...]
+
+
+@dataclass(frozen=True, slots=True)
+class PlanNode:
+    node: Node
+    predecessors: tuple[str, ...]
+    # Compiled expressions by role; maps keep their document order.
+    transform: ExprTable = ()
+    repair: ExprTable = ()
+    mapping: ExprTable = ()
+    invariants: ExprTable = ()
+    trigger: Expression | None = None
+    condition: Expression | None = None
+    narrative: Template | None = None
+
+    @property
+    def id(self) -> str:
+        return self.node.id
+
+
+@dataclass(frozen=True, slots=True)
+class Law:
+    """A LAW node's invariants, in force for the whole run on every entity its pattern matches."""
+
+    plan: PlanNode
+
+    @property
+    def node(self) -> LawNode:
+        assert isinstance(self.plan.node, LawNode)
+        return self.plan.node
+
+    @property
+    def name(self) -> str:
+        return self.node.name or self.node.id
+
+    def governs(self, entity: str) -> bool:
+        return fnmatchcase(entity, self.node.entity)
+
+
+@dataclass(frozen=True, slots=True)
+class Plan:
+    universe: Universe
+    steps: tuple[PlanNode, ...]
+    laws: tuple[Law, ...] = field(default=())
+
+    def laws_for(self, entity: str) -> tuple[Law, ...]:
+        return tuple(law for law in self.laws if law.governs(entity))
