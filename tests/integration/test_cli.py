@@ -109,7 +109,12 @@ BAD_INPUTS = {
             "name": "x",
             "nodes": [
                 {"id": "b", "type": "begin", "entity": "e", "properties": {"n": 1}},
-                {"id": "s", "type": "become", "entity": "e", "transform": {"n": "(" * 10_000 + "n" + ")" * 10_000}},
+                {
+                    "id": "s",
+                    "type": "become",
+                    "entity": "e",
+                    "transform": {"n": "(" * 10_000 + "n" + ")" * 10_000},
+                },
             ],
             "edges": [{"source": "b", "target": "s"}],
         }
@@ -120,7 +125,9 @@ BAD_INPUTS = {
 
 @pytest.mark.parametrize("kind", sorted(BAD_INPUTS))
 @pytest.mark.parametrize("command", ["run", "validate"])
-def test_bad_input_gets_a_clear_message_and_exit_2(cosmogen: CLI, tmp_path: Path, kind: str, command: str) -> None:
+def test_bad_input_gets_a_clear_message_and_exit_2(
+    cosmogen: CLI, tmp_path: Path, kind: str, command: str
+) -> None:
     path = tmp_path / "u.json"
     path.write_bytes(BAD_INPUTS[kind].encode("utf-8", "surrogateescape"))
     done = cosmogen(command, str(path))

@@ -18,11 +18,17 @@ EXPECTED: dict[str, dict[str, Any]] = {
     "onboarding.json": {
         "args": ["--event", "signup", "--data", '{"plan": "pro"}'],
         "entities": {
-            "user:ada": {"email": "ada@example.org", "status": "active", "step": 2, "tags": ["welcomed"], "plan": "pro"}
+            "user:ada": {
+                "email": "ada@example.org",
+                "status": "active",
+                "step": 2,
+                "tags": ["welcomed"],
+                "plan": "pro",
+            }
         },
         "branches": {},
         "paradoxes": [],
-        "skipped": ["email-law"],
+        "skipped": [],
     },
     "inventory.json": {
         "args": [],
@@ -31,7 +37,7 @@ EXPECTED: dict[str, dict[str, Any]] = {
         },
         "branches": {},
         "paradoxes": [],
-        "skipped": ["second-sale", "never-negative"],
+        "skipped": ["second-sale"],
     },
     "game.json": {
         "args": [],
@@ -43,7 +49,9 @@ EXPECTED: dict[str, dict[str, Any]] = {
     "vip.json": {
         "args": [],
         "entities": {},
-        "branches": {"universe:vip": {"account:bob": {"balance": 600, "tier": "platinum", "since": "manual"}}},
+        "branches": {
+            "universe:vip": {"account:bob": {"balance": 600, "tier": "platinum", "since": "manual"}}
+        },
         "paradoxes": [],
         "skipped": ["fee"],
     },
@@ -52,7 +60,7 @@ EXPECTED: dict[str, dict[str, Any]] = {
         "entities": {"account:carol": {"balance": 0, "flagged": True}},
         "branches": {"universe:main:repair:overdraft": {}, "universe:main:explore:overdraft": {}},
         "paradoxes": [("law", "withdraw"), ("cease", "overdraft")],
-        "skipped": ["solvent"],
+        "skipped": [],
     },
 }
 
@@ -77,7 +85,10 @@ def test_every_example_is_covered_and_every_operator_is_used() -> None:
     used = {n["type"] for f in files for n in json.loads((EXAMPLES / f).read_text())["nodes"]}
     assert used == {"begin", "become", "cease", "transcend", "resolve", "law"}
     actions = {
-        n.get("action") for f in files for n in json.loads((EXAMPLES / f).read_text())["nodes"] if n["type"] == "cease"
+        n.get("action")
+        for f in files
+        for n in json.loads((EXAMPLES / f).read_text())["nodes"]
+        if n["type"] == "cease"
     }
     assert actions == {"terminate", "repair", "fork"}
 

@@ -6,6 +6,7 @@ function per node and a trace entry per step: the floor any interpreter of such 
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from cosmogen.bench.stats import per_call_rounds, summary
@@ -16,7 +17,9 @@ from cosmogen.domain.validate import validate
 
 
 def chain_document(length: int) -> dict[str, Any]:
-    nodes: list[dict[str, Any]] = [{"id": "n0", "type": "begin", "entity": "counter:1", "properties": {"count": 0}}]
+    nodes: list[dict[str, Any]] = [
+        {"id": "n0", "type": "begin", "entity": "counter:1", "properties": {"count": 0}}
+    ]
     nodes += [
         {"id": f"n{i}", "type": "become", "entity": "counter:1", "transform": {"count": "count + 1"}}
         for i in range(1, length)
@@ -32,12 +35,16 @@ def compile_chain(length: int) -> Plan:
     return report.plan
 
 
-def _baseline(length: int) -> Any:
-    steps = [lambda props: {**props, "count": props["count"] + 1} for _ in range(1, length)]
+def _increment(props: dict[str, Any]) -> dict[str, Any]:
+    return {**props, "count": props["count"] + 1}
+
+
+def _baseline(length: int) -> Callable[[], dict[str, Any]]:
+    steps = [_increment for _ in range(1, length)]
 
     def run() -> dict[str, Any]:
         props: dict[str, Any] = {"count": 0}
-        trace = [(None, props)]
+        trace: list[tuple[dict[str, Any] | None, dict[str, Any]]] = [(None, props)]
         for step in steps:
             after = step(props)
             trace.append((props, after))

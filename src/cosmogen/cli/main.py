@@ -106,7 +106,9 @@ def run_command(file: str, as_json: bool, event_name: str, event_data: str | Non
 
 @cli.command("import")
 @click.argument("file")
-@click.option("-o", "--output", type=click.Path(dir_okay=False, writable=True), help="Write here instead of stdout.")
+@click.option(
+    "-o", "--output", type=click.Path(dir_okay=False, writable=True), help="Write here instead of stdout."
+)
 def import_command(file: str, output: str | None) -> None:
     """Convert a universe saved by the original studio (or any older format) to universe/1."""
     try:
@@ -154,18 +156,29 @@ def _event_data(text: str | None) -> dict[str, Any]:
         raise LoadFailure([_retag(d, "--data") for d in exc.diagnostics]) from None
     if not isinstance(value, dict):
         raise LoadFailure(
-            [Diagnostic("bad-event", "error", "--data must be a JSON object", hint='e.g. --data \'{"amount": 50}\'')]
+            [
+                Diagnostic(
+                    "bad-event",
+                    "error",
+                    "--data must be a JSON object",
+                    hint="e.g. --data '{\"amount\": 50}'",
+                )
+            ]
         )
     return value
 
 
 def _retag(diagnostic: Diagnostic, field: str) -> Diagnostic:
-    return Diagnostic(diagnostic.code, diagnostic.severity, diagnostic.message, field=field, hint=diagnostic.hint)
+    return Diagnostic(
+        diagnostic.code, diagnostic.severity, diagnostic.message, field=field, hint=diagnostic.hint
+    )
 
 
 def _emit_invalid(diagnostics: list[Diagnostic], as_json: bool) -> None:
     if as_json:
-        click.echo(json.dumps({"status": "invalid", "diagnostics": [d.to_json() for d in diagnostics]}, indent=2))
+        click.echo(
+            json.dumps({"status": "invalid", "diagnostics": [d.to_json() for d in diagnostics]}, indent=2)
+        )
     else:
         render.diagnostics(diagnostics)
 

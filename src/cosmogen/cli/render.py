@@ -48,8 +48,8 @@ def run_result(universe: Universe, plan: Plan, state: FabricState, elapsed_ms: f
         return
     click.echo("\nNarrative")
     steps_by_node: dict[str, list[str]] = {}
-    for step in state.trace:
-        steps_by_node.setdefault(step.node, []).append(step.narrative)
+    for traced in state.trace:
+        steps_by_node.setdefault(traced.node, []).append(traced.narrative)
     width = max((len(s.id) for s in plan.steps), default=4)
     for step in plan.steps:
         outcome = state.outcomes[step.id]
@@ -69,7 +69,8 @@ def run_result(universe: Universe, plan: Plan, state: FabricState, elapsed_ms: f
         click.echo("\nParadoxes")
         for paradox in state.paradoxes:
             status = "resolved" if paradox.resolved else "open"
-            click.echo(f"  {paradox.kind} at {paradox.node} on {paradox.entity}: {paradox.constraint} ({status}; {paradox.message})")
+            where = f"{paradox.kind} at {paradox.node} on {paradox.entity}"
+            click.echo(f"  {where}: {paradox.constraint} ({status}; {paradox.message})")
 
 
 def _entities(entities: dict[str, Any]) -> None:

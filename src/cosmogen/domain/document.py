@@ -11,11 +11,11 @@ import json
 import math
 from typing import Any
 
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
-from cosmogen.domain.diagnostics import Diagnostic, DocumentError
 from cosmogen.domain import model
-from cosmogen.domain.model import NODE_TYPES, BaseModel, Universe
+from cosmogen.domain.diagnostics import Diagnostic, DocumentError
+from cosmogen.domain.model import NODE_TYPES, Universe
 from cosmogen.domain.upgrade import upgrade
 
 MAX_DOCUMENT_BYTES = 16 * 1024 * 1024
@@ -36,7 +36,9 @@ def parse_json(text: str | bytes) -> Any:
         try:
             text = text.decode("utf-8")
         except UnicodeDecodeError as exc:
-            raise _error("bad-json", f"the file is not UTF-8 text ({exc.reason} at byte {exc.start})") from None
+            raise _error(
+                "bad-json", f"the file is not UTF-8 text ({exc.reason} at byte {exc.start})"
+            ) from None
     try:
         value = json.loads(text, parse_constant=_refuse_constant)
     except RecursionError:
@@ -82,7 +84,9 @@ def universe_from_raw(raw: Any) -> tuple[Universe, list[Diagnostic]]:
 
 
 def dump_universe(universe: Universe) -> str:
-    return json.dumps(universe.model_dump(mode="json", exclude_none=True), indent=2, ensure_ascii=False) + "\n"
+    return (
+        json.dumps(universe.model_dump(mode="json", exclude_none=True), indent=2, ensure_ascii=False) + "\n"
+    )
 
 
 def _error(code: str, message: str, hint: str | None = None) -> DocumentError:
@@ -214,15 +218,8 @@ def _schema_diagnostic(err: Any, raw: dict[str, Any]) -> Diagnostic:
 
 def _allowed_fields(loc: tuple[Any, ...], node_type: str | None) -> list[str]:
     owner: type[BaseModel] | None = None
-    if loc and str(loc[0]).startswith("nodes[") and len(loc) == 2 and node_type in NODE_TYPES:
-        owner = {
-            "begin": model.BeginNode,
-            "become": model.BecomeNode,
-            "cease": model.CeaseNode,
-            "transcend": model.TranscendNode,
-            "resolve": model.ResolveNode,
-            "law": model.LawNode,
-        }[node_type]
+    if loc and str(loc[0]).startswith("nodes[") and len(loc) == 2 and node_type in model.NODE_CLASSES:
+        owner = model.NODE_CLASSES[node_type]
     elif len(loc) == 1:
         owner = model.Universe
     elif len(loc) == 3 and loc[0] == "edges":

@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from json.encoder import encode_basestring
 from typing import Any, Literal
 
 from cosmogen.domain.model import (
@@ -161,7 +162,9 @@ class FabricState:
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> FabricState:
         def reality(raw: Mapping[str, Any]) -> Reality:
-            return Reality(raw["universe"], raw.get("reason"), raw.get("parent"), raw.get("node"), raw["entities"])
+            return Reality(
+                raw["universe"], raw.get("reason"), raw.get("parent"), raw.get("node"), raw["entities"]
+            )
 
         outcomes = {}
         for key, raw in data["nodes"].items():
@@ -267,7 +270,8 @@ def _become(state: FabricState, plan: Plan, step: PlanNode) -> NodeOutcome:
 
 def _cease(state: FabricState, plan: Plan, step: PlanNode) -> NodeOutcome:
     node = step.node
-    assert isinstance(node, CeaseNode) and step.condition is not None
+    assert isinstance(node, CeaseNode)
+    assert step.condition is not None
     before = state.main.entities.get(node.entity)
     if before is None:
         return _absent(step, node.entity)
@@ -281,11 +285,28 @@ def _cease(state: FabricState, plan: Plan, step: PlanNode) -> NodeOutcome:
     repaired = {**before, **_evaluate_map(step.repair, scope, "repair")}
     if node.action == "repair":
         state.main.entities[node.entity] = repaired
-        _record(state, step, node.entity, MAIN, before, repaired, f"{node.entity} is repaired: {_changes(before, repaired)}")
+        _record(
+            state,
+            step,
+            node.entity,
+            MAIN,
+            before,
+            repaired,
+            f"{node.entity} is repaired: {_changes(before, repaired)}",
+        )
         still = _truth(step.condition, _scope(node.entity, repaired, state.event), "condition")
         if still:
             state.paradoxes.append(
-                Paradox("cease", node.entity, step.id, node.condition, repaired, MAIN, False, "the repair did not lift the condition")
+                Paradox(
+                    "cease",
+                    node.entity,
+                    step.id,
+                    node.condition,
+                    repaired,
+                    MAIN,
+                    False,
+                    "the repair did not lift the condition",
+                )
             )
         _enforce_laws(state, plan, step, node.entity)
         return NodeOutcome(step.id, "complete")
@@ -295,10 +316,35 @@ def _cease(state: FabricState, plan: Plan, step: PlanNode) -> NodeOutcome:
     repair_branch.entities[node.entity] = repaired
     explore_branch.entities[node.entity] = before
     _record(state, step, node.entity, MAIN, before, before, f"reality forks at {step.id}: {node.condition}")
-    _record(state, step, node.entity, repair_branch.universe, None, repaired, f"{node.entity} repaired in {repair_branch.universe}")
-    _record(state, step, node.entity, explore_branch.universe, None, before, f"{node.entity} explored in {explore_branch.universe}")
+    _record(
+        state,
+        step,
+        node.entity,
+        repair_branch.universe,
+        None,
+        repaired,
+        f"{node.entity} repaired in {repair_branch.universe}",
+    )
+    _record(
+        state,
+        step,
+        node.entity,
+        explore_branch.universe,
+        None,
+        before,
+        f"{node.entity} explored in {explore_branch.universe}",
+    )
     state.paradoxes.append(
-        Paradox("cease", node.entity, step.id, node.condition, before, MAIN, False, "forked into repaired and explored branches")
+        Paradox(
+            "cease",
+            node.entity,
+            step.id,
+            node.condition,
+            before,
+            MAIN,
+            False,
+            "forked into repaired and explored branches",
+        )
     )
     return NodeOutcome(step.id, "complete")
 
@@ -322,7 +368,9 @@ def _transcend(state: FabricState, plan: Plan, step: PlanNode) -> NodeOutcome:
     del state.main.entities[node.entity]
     portal.entities[node.entity] = mapped
     _record(state, step, node.entity, MAIN, before, None, f"{node.entity} transcends to {node.portal}")
-    _record(state, step, node.entity, node.portal, previous, mapped, f"{node.entity} arrives in {node.portal}")
+    _record(
+        state, step, node.entity, node.portal, previous, mapped, f"{node.entity} arrives in {node.portal}"
+    )
     return NodeOutcome(step.id, "complete")
 
 
@@ -341,8 +389,16 @@ def _resolve(state: FabricState, plan: Plan, step: PlanNode) -> NodeOutcome:
         if home is not None:
             conflict[MAIN] = {k: home.get(k) for k in disputed}
         state.paradoxes.append(
-            Paradox("conflict", node.entity, step.id, f"{len(versions)} versions disagree on {', '.join(disputed)}",
-                    conflict, MAIN, False, "left for manual resolution")
+            Paradox(
+                "conflict",
+                node.entity,
+                step.id,
+                f"{len(versions)} versions disagree on {', '.join(disputed)}",
+                conflict,
+                MAIN,
+                False,
+                "left for manual resolution",
+            )
         )
         return NodeOutcome(step.id, "complete", f"conflict on {', '.join(disputed)} needs manual resolution")
     if node.strategy == "first-wins":
@@ -355,11 +411,20 @@ def _resolve(state: FabricState, plan: Plan, step: PlanNode) -> NodeOutcome:
             resolved.update(version)
     for branch in holders:
         gone = branch.entities.pop(node.entity)
-        _record(state, step, node.entity, branch.universe, gone, None, f"{node.entity} leaves {branch.universe}")
+        _record(
+            state, step, node.entity, branch.universe, gone, None, f"{node.entity} leaves {branch.universe}"
+        )
     state.main.entities[node.entity] = resolved
     note = f" (disputed: {', '.join(disputed)})" if disputed else ""
-    _record(state, step, node.entity, MAIN, home, resolved,
-            f"{node.entity} resolved by {node.strategy} from {len(versions)} versions{note}")
+    _record(
+        state,
+        step,
+        node.entity,
+        MAIN,
+        home,
+        resolved,
+        f"{node.entity} resolved by {node.strategy} from {len(versions)} versions{note}",
+    )
     _enforce_laws(state, plan, step, node.entity)
     return NodeOutcome(step.id, "complete")
 
@@ -406,18 +471,40 @@ def _check_law(state: FabricState, step: PlanNode, law: Law, entity: str) -> Non
         scope = _scope(entity, props, state.event)
         after = {**props, **_evaluate_map(law.plan.repair, scope, f"law {law.name} repair")}
         state.main.entities[entity] = after
-        _record(state, step, entity, MAIN, props, after, f"law {law.name} repairs {entity}: {_changes(props, after)}")
+        _record(
+            state,
+            step,
+            entity,
+            MAIN,
+            props,
+            after,
+            f"law {law.name} repairs {entity}: {_changes(props, after)}",
+        )
         repaired_ok = not _broken_invariants(law, entity, after, state.event)
     for name, source in broken:
         state.paradoxes.append(
-            Paradox("law", entity, step.id, f"{law.name}.{name}: {source}", props, MAIN, repaired_ok,
-                    "repaired" if repaired_ok else "invariant violated")
+            Paradox(
+                "law",
+                entity,
+                step.id,
+                f"{law.name}.{name}: {source}",
+                props,
+                MAIN,
+                repaired_ok,
+                "repaired" if repaired_ok else "invariant violated",
+            )
         )
 
 
-def _broken_invariants(law: Law, entity: str, props: Properties, event: dict[str, Any]) -> list[tuple[str, str]]:
+def _broken_invariants(
+    law: Law, entity: str, props: Properties, event: dict[str, Any]
+) -> list[tuple[str, str]]:
     scope = _scope(entity, props, event)
-    return [(name, expr.source) for name, expr in law.plan.invariants if not _truth(expr, scope, f"invariant {name}")]
+    return [
+        (name, expr.source)
+        for name, expr in law.plan.invariants
+        if not _truth(expr, scope, f"invariant {name}")
+    ]
 
 
 def _fork_branch(state: FabricState, step: PlanNode, kind: str, reason: str) -> Reality:
@@ -491,7 +578,11 @@ def _describe(props: Properties) -> str:
 
 
 def _changes(before: Properties, after: Properties) -> str:
-    changed = [f"{k}: {_short(before.get(k))} → {_short(v)}" for k, v in after.items() if before.get(k, _MISSING) != v]
+    changed = [
+        f"{k}: {_short(before.get(k))} → {_short(v)}"
+        for k, v in after.items()
+        if before.get(k, _MISSING) != v
+    ]
     return "; ".join(changed) if changed else "(no change)"
 
 
@@ -499,5 +590,16 @@ _MISSING = object()
 
 
 def _short(value: Any) -> str:
-    text = json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+    """Compact JSON for narratives; scalars skip the general encoder because this runs on every step."""
+    if value is None:
+        return "null"
+    if value is True or value is False:
+        return "true" if value else "false"
+    if isinstance(value, int | float):
+        return repr(value)
+    text = (
+        encode_basestring(value)
+        if isinstance(value, str)
+        else json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+    )
     return text if len(text) <= 60 else text[:57] + "..."

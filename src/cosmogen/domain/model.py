@@ -95,6 +95,16 @@ Node = Annotated[
 ]
 
 
+NODE_CLASSES: dict[str, type[NodeBase]] = {
+    "begin": BeginNode,
+    "become": BecomeNode,
+    "cease": CeaseNode,
+    "transcend": TranscendNode,
+    "resolve": ResolveNode,
+    "law": LawNode,
+}
+
+
 class Edge(Model):
     source: NodeId
     target: NodeId

@@ -53,6 +53,11 @@ class Plan:
     universe: Universe
     steps: tuple[PlanNode, ...]
     laws: tuple[Law, ...] = field(default=())
+    # Laws per entity, filled as entities are seen: glob matching on every step would dominate small nodes.
+    _law_index: dict[str, tuple[Law, ...]] = field(default_factory=dict, compare=False, repr=False)
 
     def laws_for(self, entity: str) -> tuple[Law, ...]:
-        return tuple(law for law in self.laws if law.governs(entity))
+        found = self._law_index.get(entity)
+        if found is None:
+            found = self._law_index[entity] = tuple(law for law in self.laws if law.governs(entity))
+        return found

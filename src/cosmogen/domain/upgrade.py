@@ -35,7 +35,9 @@ def detect_version(raw: Raw) -> str | None:
     if isinstance(raw.get("canvasState"), dict) or isinstance(raw.get("canvas"), dict):
         return LEGACY_VERSION
     nodes = raw.get("nodes")
-    if isinstance(nodes, list) and any(isinstance(n, dict) and isinstance(n.get("data"), dict) for n in nodes):
+    if isinstance(nodes, list) and any(
+        isinstance(n, dict) and isinstance(n.get("data"), dict) for n in nodes
+    ):
         return LEGACY_VERSION
     return None
 
@@ -67,7 +69,7 @@ def upgrade(raw: Raw) -> tuple[Raw, list[Diagnostic]]:
                         "error",
                         f"unknown document version {version!r}",
                         field="cosmogen",
-                        hint=f"this cosmogen reads {SCHEMA_VERSION!r} and the original studio's saved versions",
+                        hint=f"this release reads {SCHEMA_VERSION!r} and the original studio's versions",
                     )
                 ]
             )
@@ -84,7 +86,7 @@ def from_legacy_studio(raw: Raw) -> tuple[Raw, list[Diagnostic]]:
     canvas = raw.get("canvasState") or raw.get("canvas") or raw
     if not isinstance(canvas, dict):
         canvas = {}
-    metadata = raw.get("metadata") if isinstance(raw.get("metadata"), dict) else {}
+    metadata: Raw = raw["metadata"] if isinstance(raw.get("metadata"), dict) else {}
     name = raw.get("label") or raw.get("name") or metadata.get("label") or "Imported universe"
     nodes: list[Raw] = []
     kept: set[str] = set()
@@ -134,7 +136,7 @@ def _legacy_node(node: Any, index: int, notes: list[Diagnostic]) -> Raw | None:
         return None
     node_id = str(node.get("id") or f"node-{index}")
     kind = str(node.get("type") or "")
-    data = node.get("data") if isinstance(node.get("data"), dict) else {}
+    data: Raw = node["data"] if isinstance(node.get("data"), dict) else {}
     out: Raw = {"id": node_id, "type": kind}
     position = node.get("position")
     if isinstance(position, dict) and {"x", "y"} <= position.keys():

@@ -306,7 +306,9 @@ def _property_types(universe: Universe, compiled: _Compiled) -> dict[str, dict[s
             role, _, name = where.partition(".")
             if role not in ("transform", "repair", "mapping"):
                 continue
-            written, _ = expr.check(scope)
+            written, issues = expr.check(scope)
+            if any(issue.severity == "error" for issue in issues):
+                continue  # reported where the node is checked; its DYN result would hide that error
             known = table.get(name)
             table[name] = written if known is None or known == written else _widen(known, written)
     return types

@@ -36,7 +36,8 @@ def test_numbers_stay_numbers() -> None:
     universe, _ = load_universe(json.dumps(raw))
     props = universe.nodes[0].properties  # type: ignore[union-attr]
     assert props == {"i": 3, "f": 2.5, "s": "3"}
-    assert type(props["i"]) is int and type(props["f"]) is float
+    assert type(props["i"]) is int
+    assert type(props["f"]) is float
 
 
 def test_malformed_json_reports_line_and_column() -> None:

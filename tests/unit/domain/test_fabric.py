@@ -45,7 +45,9 @@ def test_on_event_fires_only_for_that_event_and_sees_its_data() -> None:
 
 
 def test_entity_and_event_variables_are_available() -> None:
-    state = run([begin(n=1), become("s", {"who": "entity.id", "why": "event.name", "k": "size(entity.properties)"})])
+    state = run(
+        [begin(n=1), become("s", {"who": "entity.id", "why": "event.name", "k": "size(entity.properties)"})]
+    )
     assert state.main.entities["e"] == {"n": 1, "who": "e", "why": "manual", "k": 1}
 
 
@@ -86,16 +88,34 @@ def test_cease_terminate_removes_the_entity_and_later_nodes_skip() -> None:
 
 
 def test_cease_repair_applies_the_repair_map() -> None:
-    nodes = [begin(balance=-5), {"id": "floor", "type": "cease", "entity": "e", "condition": "balance < 0",
-                                 "action": "repair", "repair": {"balance": "0"}}]
+    nodes = [
+        begin(balance=-5),
+        {
+            "id": "floor",
+            "type": "cease",
+            "entity": "e",
+            "condition": "balance < 0",
+            "action": "repair",
+            "repair": {"balance": "0"},
+        },
+    ]
     state = run(nodes)
     assert state.main.entities["e"] == {"balance": 0}
     assert state.paradoxes == []
 
 
 def test_cease_repair_that_does_not_lift_the_condition_records_a_paradox() -> None:
-    nodes = [begin(balance=-5), {"id": "floor", "type": "cease", "entity": "e", "condition": "balance < 0",
-                                 "action": "repair", "repair": {"balance": "balance + 1"}}]
+    nodes = [
+        begin(balance=-5),
+        {
+            "id": "floor",
+            "type": "cease",
+            "entity": "e",
+            "condition": "balance < 0",
+            "action": "repair",
+            "repair": {"balance": "balance + 1"},
+        },
+    ]
     state = run(nodes)
     assert state.main.entities["e"] == {"balance": -4}
     assert [p.kind for p in state.paradoxes] == ["cease"]
@@ -103,9 +123,18 @@ def test_cease_repair_that_does_not_lift_the_condition_records_a_paradox() -> No
 
 
 def test_cease_fork_keeps_main_and_records_two_branches_and_a_paradox() -> None:
-    nodes = [begin(balance=-5), begin("bystander", "b2", x=1),
-             {"id": "f", "type": "cease", "entity": "e", "condition": "balance < 0", "action": "fork",
-              "repair": {"balance": "0"}}]
+    nodes = [
+        begin(balance=-5),
+        begin("bystander", "b2", x=1),
+        {
+            "id": "f",
+            "type": "cease",
+            "entity": "e",
+            "condition": "balance < 0",
+            "action": "fork",
+            "repair": {"balance": "0"},
+        },
+    ]
     state = run(nodes, [("b", "f")])
     assert state.main.entities["e"] == {"balance": -5}
     assert [(b.universe, b.entities) for b in state.branches] == [
@@ -116,10 +145,18 @@ def test_cease_fork_keeps_main_and_records_two_branches_and_a_paradox() -> None:
 
 
 def test_transcend_moves_the_entity_into_the_portal_after_its_mapping() -> None:
-    nodes = [begin(balance=600, tier="gold"),
-             {"id": "t", "type": "transcend", "entity": "e", "portal": "universe:vip", "condition": "balance > 50",
-              "mapping": {"tier": "'platinum'"}},
-             become("fee", {"balance": "balance - 5"})]
+    nodes = [
+        begin(balance=600, tier="gold"),
+        {
+            "id": "t",
+            "type": "transcend",
+            "entity": "e",
+            "portal": "universe:vip",
+            "condition": "balance > 50",
+            "mapping": {"tier": "'platinum'"},
+        },
+        become("fee", {"balance": "balance - 5"}),
+    ]
     state = run(nodes)
     assert state.main.entities == {}
     (vip,) = state.branches
@@ -129,19 +166,31 @@ def test_transcend_moves_the_entity_into_the_portal_after_its_mapping() -> None:
 
 
 def test_two_transcends_to_one_portal_share_that_reality() -> None:
-    nodes = [begin("a", "ba", n=1), begin("b", "bb", n=2),
-             {"id": "ta", "type": "transcend", "entity": "a", "portal": "universe:x"},
-             {"id": "tb", "type": "transcend", "entity": "b", "portal": "universe:x"}]
+    nodes = [
+        begin("a", "ba", n=1),
+        begin("b", "bb", n=2),
+        {"id": "ta", "type": "transcend", "entity": "a", "portal": "universe:x"},
+        {"id": "tb", "type": "transcend", "entity": "b", "portal": "universe:x"},
+    ]
     state = run(nodes, [("ba", "ta"), ("bb", "tb")])
     assert [b.universe for b in state.branches] == ["universe:x"]
     assert set(state.branches[0].entities) == {"a", "b"}
 
 
 def fork_then_resolve(strategy: str) -> FabricState:
-    nodes = [begin(balance=20, tier="basic"), become("w", {"balance": "balance - 50"}),
-             {"id": "f", "type": "cease", "entity": "e", "condition": "balance < 0", "action": "fork",
-              "repair": {"balance": "0", "flagged": "true"}},
-             {"id": "r", "type": "resolve", "entity": "e", "strategy": strategy}]
+    nodes = [
+        begin(balance=20, tier="basic"),
+        become("w", {"balance": "balance - 50"}),
+        {
+            "id": "f",
+            "type": "cease",
+            "entity": "e",
+            "condition": "balance < 0",
+            "action": "fork",
+            "repair": {"balance": "0", "flagged": "true"},
+        },
+        {"id": "r", "type": "resolve", "entity": "e", "strategy": strategy},
+    ]
     return run(nodes)
 
 
@@ -177,16 +226,25 @@ def test_resolve_without_branches_is_skipped() -> None:
 
 
 def law(entity: str, invariants: dict[str, str], repair: dict[str, str] | None = None) -> dict[str, Any]:
-    node: dict[str, Any] = {"id": "law", "type": "law", "entity": entity, "name": "guard", "invariants": invariants}
+    node: dict[str, Any] = {
+        "id": "law",
+        "type": "law",
+        "entity": entity,
+        "name": "guard",
+        "invariants": invariants,
+    }
     if repair:
         node["repair"] = repair
     return node
 
 
 def test_law_is_checked_after_every_operator_touching_a_governed_entity() -> None:
-    nodes = [law("acct:*", {"non_negative": "balance >= 0"}), begin("acct:1", "b", balance=10),
-             become("spend", {"balance": "balance - 20"}, entity="acct:1"),
-             become("spend2", {"balance": "balance - 1"}, entity="acct:1")]
+    nodes = [
+        law("acct:*", {"non_negative": "balance >= 0"}),
+        begin("acct:1", "b", balance=10),
+        become("spend", {"balance": "balance - 20"}, entity="acct:1"),
+        become("spend2", {"balance": "balance - 1"}, entity="acct:1"),
+    ]
     state = run(nodes, [("b", "spend"), ("spend", "spend2")])
     assert [(p.kind, p.node, p.violation) for p in state.paradoxes] == [
         ("law", "spend", {"balance": -10}),
@@ -196,18 +254,34 @@ def test_law_is_checked_after_every_operator_touching_a_governed_entity() -> Non
 
 
 def test_law_repair_fixes_the_entity_and_marks_the_paradox_resolved() -> None:
-    nodes = [begin("acct:1", "b", balance=10), law("acct:1", {"nn": "balance >= 0"}, {"balance": "0"}),
-             become("spend", {"balance": "balance - 20"}, entity="acct:1")]
+    nodes = [
+        begin("acct:1", "b", balance=10),
+        law("acct:1", {"nn": "balance >= 0"}, {"balance": "0"}),
+        become("spend", {"balance": "balance - 20"}, entity="acct:1"),
+    ]
     state = run(nodes, [("b", "spend")])
     assert state.main.entities["acct:1"] == {"balance": 0}
     assert [(p.kind, p.resolved) for p in state.paradoxes] == [("law", True)]
 
 
 def test_checkpointed_state_resumes_to_the_same_result() -> None:
-    plan = plan_of(document([begin(n=1), become("a", {"n": "n * 3"}),
-                             {"id": "f", "type": "cease", "entity": "e", "condition": "n > 2", "action": "fork",
-                              "repair": {"n": "0"}},
-                             {"id": "r", "type": "resolve", "entity": "e", "strategy": "merge"}]))
+    plan = plan_of(
+        document(
+            [
+                begin(n=1),
+                become("a", {"n": "n * 3"}),
+                {
+                    "id": "f",
+                    "type": "cease",
+                    "entity": "e",
+                    "condition": "n > 2",
+                    "action": "fork",
+                    "repair": {"n": "0"},
+                },
+                {"id": "r", "type": "resolve", "entity": "e", "strategy": "merge"},
+            ]
+        )
+    )
     straight = run_plan(plan)
     for cut in range(len(plan.steps) + 1):
         state = new_state()

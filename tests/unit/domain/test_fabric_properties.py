@@ -50,7 +50,9 @@ def test_trace_is_consistent_and_replays_to_the_final_realities(doc: dict[str, A
 def test_entities_live_in_one_reality_unless_forked(doc: dict[str, Any]) -> None:
     state = run_plan(plan_of(doc))
     forked = {p.entity for p in state.paradoxes if p.kind == "cease" and "forked" in p.message}
-    terminated = {t.entity for t in state.trace if t.operator == "cease" and t.after is None and t.reality == MAIN}
+    terminated = {
+        t.entity for t in state.trace if t.operator == "cease" and t.after is None and t.reality == MAIN
+    }
     begun = {n["entity"] for n in doc["nodes"] if n["type"] == "begin"}
     for entity in begun:
         homes = [name for name, entities in realities(state).items() if entity in entities]
@@ -69,7 +71,9 @@ def test_same_document_same_result_in_process(doc: dict[str, Any]) -> None:
     assert run_plan(plan).to_json() == run_plan(plan_of(json.loads(json.dumps(doc)))).to_json()
 
 
-@settings(max_examples=3, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+@settings(
+    max_examples=3, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large]
+)
 @given(st.lists(universes(), min_size=30, max_size=30))
 def test_same_document_same_result_in_fresh_processes(docs: list[dict[str, Any]]) -> None:
     payload = json.dumps(docs)

@@ -36,7 +36,8 @@ def test_cycle_reports_its_path() -> None:
     nodes = [begin(n=1), become("x", {"n": "n + 1"}), become("y", {"n": "n + 2"})]
     d = only(nodes, "cycle", [("b", "x"), ("x", "y"), ("y", "x")])
     assert "x -> y -> x" in d.message
-    assert d.hint and "remove one edge" in d.hint
+    assert d.hint
+    assert "remove one edge" in d.hint
 
 
 def test_dangling_edge_names_the_missing_node() -> None:
@@ -52,12 +53,14 @@ def test_duplicate_ids() -> None:
 def test_operator_without_upstream_begin() -> None:
     d = only([become("s", {"n": "1"})], "no-begin")
     assert d.node == "s"
-    assert d.hint and "add a BEGIN" in d.hint
+    assert d.hint
+    assert "add a BEGIN" in d.hint
 
 
 def test_begin_elsewhere_but_not_upstream_gets_an_edge_hint() -> None:
     d = only([begin(n=1), become("s", {"n": "n + 1"})], "no-begin", [])
-    assert d.hint and "add an edge from 'b'" in d.hint
+    assert d.hint
+    assert "add an edge from 'b'" in d.hint
 
 
 def test_duplicate_begin() -> None:
@@ -83,7 +86,8 @@ def test_unknown_property_is_a_warning_with_a_suggestion() -> None:
     report = report_of(document([begin(balance=1), become("s", {"balance": "balanse + 1"})]))
     (d,) = [d for d in report.diagnostics if d.code == "unknown-property"]
     assert d.severity == "warning"
-    assert d.hint and "balance" in d.hint
+    assert d.hint
+    assert "balance" in d.hint
     assert report.valid
 
 
@@ -117,7 +121,8 @@ def test_law_without_matching_entity_warns() -> None:
 @pytest.mark.parametrize(
     ("source", "code"),
     [
-        ("(" * 10_000 + "1" + ")" * 10_000, "expr-too-deep"),
+        ("(" * 4_000 + "1" + ")" * 4_000, "expr-too-deep"),
+        ("-" * 8_000 + "1", "expr-too-deep"),
         ("1 + " * 300_000 + "1", "expr-too-long"),
     ],
 )
