@@ -15,7 +15,9 @@ def universes(draw: st.DrawFn, max_ops: int = 12) -> dict[str, Any]:
     edges: list[tuple[str, str]] = []
     for i, entity in enumerate(entities):
         start = draw(st.integers(-20, 20))
-        nodes.append({"id": f"begin{i}", "type": "begin", "entity": entity, "properties": {"n": start, "tag": "t"}})
+        nodes.append(
+            {"id": f"begin{i}", "type": "begin", "entity": entity, "properties": {"n": start, "tag": "t"}}
+        )
     begin_of = {e: f"begin{i}" for i, e in enumerate(entities)}
     k = st.integers(-5, 5).map(str)
     for j in range(draw(st.integers(0, max_ops))):

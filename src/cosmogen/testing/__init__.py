@@ -1,1 +1,1 @@
-"""Test support shipped with cosmogen: document builders now; the provider simulator comes with integrations."""
+"""Test support shipped with cosmogen: document builders (the provider simulator joins later)."""

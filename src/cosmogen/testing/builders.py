@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Sequence
 from typing import Any
 
@@ -18,7 +19,7 @@ def document(
 ) -> dict[str, Any]:
     """A universe/1 document; without `edges` the nodes are chained in list order."""
     if edges is None:
-        edges = [(a["id"], b["id"]) for a, b in zip(nodes, nodes[1:], strict=False)]
+        edges = [(a["id"], b["id"]) for a, b in itertools.pairwise(nodes)]
     return {
         "cosmogen": "universe/1",
         "name": name,
