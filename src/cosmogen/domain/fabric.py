@@ -31,6 +31,8 @@ from cosmogen.domain.plan import ExprTable, Law, Plan, PlanNode
 from cosmogen.expr import EvalError, Expression
 
 MAIN = "universe:main"
+# Names every expression sees besides the entity's properties; no property may take them.
+RESERVED_NAMES = frozenset({"entity", "event", "nodes", "run"})
 
 Properties = dict[str, Any]
 NodeStatus = Literal["complete", "skipped", "error"]
@@ -137,6 +139,10 @@ class FabricState:
     trace: list[TraceStep] = field(default_factory=list)
     paradoxes: list[Paradox] = field(default_factory=list)
     outcomes: dict[str, NodeOutcome] = field(default_factory=dict)
+    # What later nodes see as `nodes.<id>`: status and entity state, plus binding results from the runtime.
+    outputs: dict[str, dict[str, Any]] = field(default_factory=dict)
+    # Run metadata (`run.id`, `run.dry_run`, ...), supplied by the runtime; empty for in-memory runs.
+    run: dict[str, Any] = field(default_factory=dict)
 
     @property
     def status(self) -> Literal["succeeded", "failed"]:
@@ -157,6 +163,8 @@ class FabricState:
             "trace": [t.to_json() for t in self.trace],
             "nodes": {k: v.to_json() for k, v in self.outcomes.items()},
             "event": self.event,
+            "outputs": self.outputs,
+            "run": self.run,
         }
 
     @classmethod
@@ -184,6 +192,8 @@ class FabricState:
             trace=[TraceStep(**t) for t in data["trace"]],
             paradoxes=[Paradox(**p) for p in data["paradoxes"]],
             outcomes=outcomes,
+            outputs=dict(data.get("outputs", {})),
+            run=dict(data.get("run", {})),
         )
 
 
@@ -199,9 +209,9 @@ class NodeFailure(Exception):
 DEFAULT_EVENT: dict[str, Any] = {"name": "manual", "data": {}}
 
 
-def new_state(event: Mapping[str, Any] | None = None) -> FabricState:
+def new_state(event: Mapping[str, Any] | None = None, run: Mapping[str, Any] | None = None) -> FabricState:
     merged = {**DEFAULT_EVENT, **(event or {})}
-    return FabricState(event=merged)
+    return FabricState(event=merged, run=dict(run or {}))
 
 
 def run_plan(
@@ -229,6 +239,11 @@ def apply(state: FabricState, plan: Plan, step: PlanNode) -> NodeOutcome:
         except NodeFailure as exc:
             outcome = NodeOutcome(step.id, "error", str(exc), exc.code, exc.field)
     state.outcomes[step.id] = outcome
+    entity = getattr(step.node, "entity", None)
+    state.outputs[step.id] = {
+        "status": outcome.status,
+        "entity": state.main.entities.get(entity) if isinstance(entity, str) else None,
+    }
     return outcome
 
 
@@ -258,7 +273,7 @@ def _become(state: FabricState, plan: Plan, step: PlanNode) -> NodeOutcome:
         return _absent(step, node.entity)
     if node.on_event is not None and state.event.get("name") != node.on_event:
         return NodeOutcome(step.id, "skipped", f"waits for event {node.on_event!r}")
-    scope = _scope(node.entity, before, state.event)
+    scope = _scope(node.entity, before, state)
     if step.trigger is not None and not _truth(step.trigger, scope, "trigger"):
         return NodeOutcome(step.id, "skipped", f"trigger is false: {step.trigger.source}")
     after = {**before, **_evaluate_map(step.transform, scope, "transform")}
@@ -275,7 +290,7 @@ def _cease(state: FabricState, plan: Plan, step: PlanNode) -> NodeOutcome:
     before = state.main.entities.get(node.entity)
     if before is None:
         return _absent(step, node.entity)
-    scope = _scope(node.entity, before, state.event)
+    scope = _scope(node.entity, before, state)
     if not _truth(step.condition, scope, "condition"):
         return NodeOutcome(step.id, "skipped", f"condition is false: {node.condition}")
     if node.action == "terminate":
@@ -294,7 +309,7 @@ def _cease(state: FabricState, plan: Plan, step: PlanNode) -> NodeOutcome:
             repaired,
             f"{node.entity} is repaired: {_changes(before, repaired)}",
         )
-        still = _truth(step.condition, _scope(node.entity, repaired, state.event), "condition")
+        still = _truth(step.condition, _scope(node.entity, repaired, state), "condition")
         if still:
             state.paradoxes.append(
                 Paradox(
@@ -355,7 +370,7 @@ def _transcend(state: FabricState, plan: Plan, step: PlanNode) -> NodeOutcome:
     before = state.main.entities.get(node.entity)
     if before is None:
         return _absent(step, node.entity)
-    scope = _scope(node.entity, before, state.event)
+    scope = _scope(node.entity, before, state)
     if step.condition is not None and not _truth(step.condition, scope, "condition"):
         return NodeOutcome(step.id, "skipped", f"condition is false: {node.condition}")
     mapped = {**before, **_evaluate_map(step.mapping, scope, "mapping")}
@@ -463,12 +478,12 @@ def _enforce_laws(state: FabricState, plan: Plan, step: PlanNode, entity: str) -
 def _check_law(state: FabricState, step: PlanNode, law: Law, entity: str) -> None:
     """Record a paradox per broken invariant; apply the law's repair once and re-check."""
     props = state.main.entities[entity]
-    broken = _broken_invariants(law, entity, props, state.event)
+    broken = _broken_invariants(law, entity, props, state)
     if not broken:
         return
     repaired_ok = False
     if law.node.repair is not None:
-        scope = _scope(entity, props, state.event)
+        scope = _scope(entity, props, state)
         after = {**props, **_evaluate_map(law.plan.repair, scope, f"law {law.name} repair")}
         state.main.entities[entity] = after
         _record(
@@ -480,7 +495,7 @@ def _check_law(state: FabricState, step: PlanNode, law: Law, entity: str) -> Non
             after,
             f"law {law.name} repairs {entity}: {_changes(props, after)}",
         )
-        repaired_ok = not _broken_invariants(law, entity, after, state.event)
+        repaired_ok = not _broken_invariants(law, entity, after, state)
     for name, source in broken:
         state.paradoxes.append(
             Paradox(
@@ -496,10 +511,8 @@ def _check_law(state: FabricState, step: PlanNode, law: Law, entity: str) -> Non
         )
 
 
-def _broken_invariants(
-    law: Law, entity: str, props: Properties, event: dict[str, Any]
-) -> list[tuple[str, str]]:
-    scope = _scope(entity, props, event)
+def _broken_invariants(law: Law, entity: str, props: Properties, state: FabricState) -> list[tuple[str, str]]:
+    scope = _scope(entity, props, state)
     return [
         (name, expr.source)
         for name, expr in law.plan.invariants
@@ -518,9 +531,15 @@ def _fork_branch(state: FabricState, step: PlanNode, kind: str, reason: str) -> 
     return branch
 
 
-def _scope(entity: str, props: Properties, event: dict[str, Any]) -> dict[str, Any]:
-    """Variables an expression sees: properties by name, then the reserved `entity` and `event`."""
-    return {**props, "entity": {"id": entity, "properties": props}, "event": event}
+def _scope(entity: str, props: Properties, state: FabricState) -> dict[str, Any]:
+    """Variables an expression sees: properties by name, then the reserved names (they win)."""
+    return {
+        **props,
+        "entity": {"id": entity, "properties": props},
+        "event": state.event,
+        "nodes": state.outputs,
+        "run": state.run,
+    }
 
 
 def _truth(expr: Expression, scope: Mapping[str, Any], role: str) -> bool:
@@ -558,7 +577,7 @@ def _record(
     if step.narrative is not None and reality == MAIN:
         shown = after if after is not None else before
         try:
-            narrative = step.narrative.render(_scope(entity, shown or {}, state.event))
+            narrative = step.narrative.render(_scope(entity, shown or {}, state))
         except EvalError as exc:
             # The narrative is presentation; its failure is shown, not hidden, and does not fail the node.
             narrative = f"{default_narrative} [narrative could not render: {exc}]"

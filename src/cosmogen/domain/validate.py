@@ -2,7 +2,8 @@
 
 A universe with no error diagnostics also yields its `Plan`, so expressions are compiled exactly once.
 
-Codes (stable): duplicate-id, dangling-edge, cycle, duplicate-begin, no-begin, reserved-property,
+Codes (stable): duplicate-id, dangling-edge, cycle, duplicate-begin, no-begin,
+reserved-property (entity, event, nodes, run),
 expr-<compile code> (expr-syntax, expr-too-long, expr-too-deep, ...), expr-type, not-boolean,
 unknown-property (warning), repair-missing, repair-unused (warning), fork-without-repair (warning),
 law-no-entity (warning), empty (warning). Schema problems (unknown-node-type, unknown-field,
@@ -17,6 +18,7 @@ from dataclasses import dataclass, field
 from fnmatch import fnmatchcase
 
 from cosmogen.domain.diagnostics import Diagnostic, has_errors
+from cosmogen.domain.fabric import RESERVED_NAMES
 from cosmogen.domain.graph import Graph
 from cosmogen.domain.model import BeginNode, CeaseNode, LawNode, Node, Universe
 from cosmogen.domain.plan import ExprTable, Law, Plan, PlanNode
@@ -30,8 +32,8 @@ from cosmogen.expr import (
     type_of_value,
 )
 
-RESERVED = frozenset({"entity", "event"})
 _BOOLEAN_ROLES = ("trigger", "condition", "invariants")
+_RESERVED_TYPES = dict.fromkeys(sorted(RESERVED_NAMES), CelType.MAP)
 
 
 @dataclass(frozen=True, slots=True)
@@ -111,10 +113,10 @@ def _check_entities(universe: Universe, graph: Graph) -> Iterable[Diagnostic]:
     for node in universe.nodes:
         if isinstance(node, BeginNode):
             begins.setdefault(node.entity, []).append(node)
-            for name in RESERVED & node.properties.keys():
+            for name in RESERVED_NAMES & node.properties.keys():
                 yield _reserved(node, f"properties.{name}", name)
         for role in ("transform", "repair", "mapping"):
-            for name in RESERVED & set(getattr(node, role, None) or ()):
+            for name in RESERVED_NAMES & set(getattr(node, role, None) or ()):
                 yield _reserved(node, f"{role}.{name}", name)
     for entity, nodes in begins.items():
         for extra in nodes[1:]:
@@ -301,7 +303,7 @@ def _property_types(universe: Universe, compiled: _Compiled) -> dict[str, dict[s
         if isinstance(node, LawNode | BeginNode):
             continue
         table = types.setdefault(node.entity, {})
-        scope = {**table, "entity": CelType.MAP, "event": CelType.MAP}
+        scope = {**table, **_RESERVED_TYPES}
         for where, expr in compiled.exprs.get(node.id, {}).items():
             role, _, name = where.partition(".")
             if role not in ("transform", "repair", "mapping"):
@@ -329,7 +331,7 @@ def _scope_types(node: Node, types: dict[str, dict[str, CelType]]) -> dict[str, 
         props = merged
     else:
         props = types.get(node.entity, {})
-    return {**props, "entity": CelType.MAP, "event": CelType.MAP}
+    return {**props, **_RESERVED_TYPES}
 
 
 # --- plan -------------------------------------------------------------------------------------------
@@ -363,4 +365,4 @@ def _plan(universe: Universe, graph: Graph, order: tuple[str, ...], compiled: _C
     return Plan(universe=universe, steps=tuple(steps), laws=laws)
 
 
-__all__ = ["RESERVED", "Report", "validate"]
+__all__ = ["Report", "validate"]

@@ -297,3 +297,20 @@ def _json_round_trip(value: Any) -> Any:
     import json
 
     return json.loads(json.dumps(value))
+
+
+def test_later_nodes_see_upstream_outputs_and_run_metadata() -> None:
+    transform = {"seen": "nodes.a.entity.n", "st": "nodes.a.status", "dry": "run.dry_run"}
+    plan = plan_of(document([begin(n=1), become("a", {"n": "n + 1"}), become("c", transform)]))
+    state = new_state(run={"dry_run": True})
+    for step in plan.steps:
+        apply(state, plan, step)
+    assert state.main.entities["e"] == {"n": 2, "seen": 2, "st": "complete", "dry": True}
+
+
+def test_reserved_names_win_over_nothing_and_cannot_be_properties() -> None:
+    from cosmogen.testing.builders import report_of
+
+    for name in ("entity", "event", "nodes", "run"):
+        report = report_of(document([{"id": "b", "type": "begin", "entity": "e", "properties": {name: 1}}]))
+        assert [d.code for d in report.errors] == ["reserved-property"]
