@@ -112,14 +112,39 @@ class Edge(Model):
     label: str | None = None
 
 
+class HttpRequest(Model):
+    """An HTTP call; every string in url, headers and body is a template (`{{ expression }}`)."""
+
+    method: Literal["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE"] = "POST"
+    url: Annotated[str, StringConstraints(min_length=1, max_length=8192)]
+    headers: dict[str, str] = Field(default_factory=dict)
+    body: JSONValue = None
+    timeout_s: float = Field(default=10.0, gt=0, le=300)
+
+
+class Binding(Model):
+    """Work a node does in the outside world after its operator, with the entity state as context."""
+
+    id: NodeId
+    node: NodeId
+    kind: Literal["http"] = "http"
+    request: HttpRequest
+    # "fired": only when the node's operator fired; "always": also when it was skipped.
+    when: Literal["fired", "always"] = "fired"
+    # "fail": a failed call fails the node; "continue": the failure is recorded and the run goes on.
+    on_error: Literal["fail", "continue"] = "fail"
+    # Send the effect's idempotency key in this header, so the provider can drop a resent request
+    # and the runtime may resend after a crash (e.g. "Idempotency-Key").
+    idempotency_header: str | None = None
+
+
 class Universe(Model):
     cosmogen: Literal["universe/1"]
     name: Annotated[str, StringConstraints(min_length=1, max_length=200)]
     description: str | None = None
     nodes: list[Node]
     edges: list[Edge] = Field(default_factory=list)
-    # Provider bindings arrive with the runtime and integrations issues; kept as data until then.
-    bindings: list[dict[str, JSONValue]] = Field(default_factory=list)
+    bindings: list[Binding] = Field(default_factory=list)
     viewport: dict[str, float] | None = None
 
     def node(self, node_id: str) -> Node | None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from fnmatch import fnmatchcase
 
+from cosmogen.domain.bindings import CompiledBinding
 from cosmogen.domain.model import LawNode, Node, Universe
 from cosmogen.expr import Expression, Template
 
@@ -23,6 +24,7 @@ class PlanNode:
     trigger: Expression | None = None
     condition: Expression | None = None
     narrative: Template | None = None
+    bindings: tuple[CompiledBinding, ...] = ()
 
     @property
     def id(self) -> str:

@@ -17,6 +17,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from fnmatch import fnmatchcase
 
+from cosmogen.domain.bindings import CompiledBinding, compile_binding
 from cosmogen.domain.diagnostics import Diagnostic, has_errors
 from cosmogen.domain.fabric import RESERVED_NAMES
 from cosmogen.domain.graph import Graph
@@ -27,6 +28,7 @@ from cosmogen.expr import (
     CompileError,
     Expression,
     Template,
+    TypeIssue,
     compile_expression,
     compile_template,
     type_of_value,
@@ -99,6 +101,7 @@ def validate(universe: Universe) -> Report:
     compiled, expr_diagnostics = _compile_all(universe)
     out.extend(expr_diagnostics)
     out.extend(_check_types(universe, compiled))
+    out.extend(_check_bindings(universe, compiled))
     order, _leftover = graph.topological_order()
     if has_errors(out):
         return Report(out, None, order)
@@ -207,6 +210,8 @@ class _Compiled:
 
     exprs: dict[str, dict[str, Expression]] = field(default_factory=dict)
     narratives: dict[str, Template] = field(default_factory=dict)
+    bindings: dict[str, list[CompiledBinding]] = field(default_factory=dict)
+    types: dict[str, dict[str, CelType]] = field(default_factory=dict)
 
 
 def _expression_sources(node: Node) -> Iterable[tuple[str, str]]:
@@ -251,23 +256,13 @@ def _compile_diagnostic(node: Node, where: str, exc: CompileError) -> Diagnostic
 
 
 def _check_types(universe: Universe, compiled: _Compiled) -> Iterable[Diagnostic]:
-    types = _property_types(universe, compiled)
+    types = compiled.types = _property_types(universe, compiled)
     for node in universe.nodes:
         scope: Mapping[str, CelType] = _scope_types(node, types)
         for where, expr in compiled.exprs.get(node.id, {}).items():
             result, issues = expr.check(scope)
             for issue in issues:
-                code = "unknown-property" if issue.code == "unknown_variable" else "expr-type"
-                yield Diagnostic(
-                    code,
-                    issue.severity,
-                    issue.message,
-                    node=node.id,
-                    field=where,
-                    hint=issue.hint,
-                    line=issue.position.line if issue.position else None,
-                    column=issue.position.column if issue.position else None,
-                )
+                yield _issue_diagnostic(node, where, issue)
             if where.split(".")[0] in _BOOLEAN_ROLES and result not in (CelType.BOOL, CelType.DYN):
                 yield Diagnostic(
                     "not-boolean",
@@ -280,15 +275,20 @@ def _check_types(universe: Universe, compiled: _Compiled) -> Iterable[Diagnostic
         template = compiled.narratives.get(node.id)
         if template is not None:
             for issue in template.check(scope):
-                yield Diagnostic(
-                    "unknown-property" if issue.code == "unknown_variable" else "expr-type",
-                    issue.severity,
-                    issue.message,
-                    node=node.id,
-                    field="narrative",
-                    hint=issue.hint,
-                    column=issue.position.column if issue.position else None,
-                )
+                yield _issue_diagnostic(node, "narrative", issue)
+
+
+def _issue_diagnostic(node: Node, where: str, issue: TypeIssue) -> Diagnostic:
+    return Diagnostic(
+        "unknown-property" if issue.code == "unknown_variable" else "expr-type",
+        issue.severity,
+        issue.message,
+        node=node.id,
+        field=where,
+        hint=issue.hint,
+        line=issue.position.line if issue.position else None,
+        column=issue.position.column if issue.position else None,
+    )
 
 
 def _property_types(universe: Universe, compiled: _Compiled) -> dict[str, dict[str, CelType]]:
@@ -334,6 +334,46 @@ def _scope_types(node: Node, types: dict[str, dict[str, CelType]]) -> dict[str, 
     return {**props, **_RESERVED_TYPES}
 
 
+# --- bindings ---------------------------------------------------------------------------------------
+
+
+def _check_bindings(universe: Universe, compiled: _Compiled) -> Iterable[Diagnostic]:
+    nodes = {n.id: n for n in universe.nodes}
+    seen: set[str] = set()
+    for index, binding in enumerate(universe.bindings):
+        where = f"bindings[{index}]"
+        if binding.id in seen:
+            yield Diagnostic(
+                "duplicate-binding-id",
+                "error",
+                f"two bindings share the id {binding.id!r}",
+                node=binding.node,
+                field=where,
+                hint="give every binding its own id",
+            )
+        seen.add(binding.id)
+        node = nodes.get(binding.node)
+        if node is None:
+            yield Diagnostic(
+                "binding-unknown-node",
+                "error",
+                f"binding {binding.id!r} is attached to node {binding.node!r}, which does not exist",
+                field=where,
+                hint="attach it to an existing node, or remove it with the node it belonged to",
+            )
+            continue
+        result, errors = compile_binding(binding)
+        for field_name, exc in errors:
+            yield _compile_diagnostic(node, f"{where}.{field_name}", exc)
+        if result is None:
+            continue
+        compiled.bindings.setdefault(binding.node, []).append(result)
+        scope = _scope_types(node, compiled.types)
+        for field_name, template in result.templates():
+            for issue in template.check(scope):
+                yield _issue_diagnostic(node, f"{where}.{field_name}", issue)
+
+
 # --- plan -------------------------------------------------------------------------------------------
 
 
@@ -359,6 +399,7 @@ def _plan(universe: Universe, graph: Graph, order: tuple[str, ...], compiled: _C
                 trigger=exprs.get("trigger"),
                 condition=exprs.get("condition"),
                 narrative=compiled.narratives.get(node_id),
+                bindings=tuple(compiled.bindings.get(node_id, ())),
             )
         )
     laws = tuple(Law(step) for step in steps if isinstance(step.node, LawNode))
