@@ -1,6 +1,6 @@
 # Two commands do everything on a fresh machine with Python 3.11+:
-#   make test    - create .venv from the lock file, then lint, type-check and run the whole test suite
-#   make demo    - create .venv, then run an example universe end to end
+#   make serve   - create .venv from the lock file, then run `cosmogen serve` on the embedded SQLite default
+#   make test    - create .venv if needed, then lint, type-check and run the whole test suite
 # Every target bootstraps the environment itself; nothing else needs installing first.
 
 PYTHON ?= python3
@@ -8,7 +8,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: all test lint typecheck unit fuzz demo bench clean lock
+.PHONY: all test lint typecheck unit serve demo bench clean lock
 
 all: test
 
@@ -16,8 +16,10 @@ $(STAMP): requirements.lock pyproject.toml
 	@$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "cosmogen needs Python 3.11 or newer"'
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	# uv installs the hash-pinned lock quickly; it comes from the registry like everything else.
+	# Bytecode is compiled at install time because PYTHONDONTWRITEBYTECODE may be set, and then every
+	# process would recompile its imports (seconds per CLI start on a small machine).
 	$(BIN)/python -m pip install -q --disable-pip-version-check "uv==$$(sed -n 's/^uv==\([^ ]*\).*/\1/p' requirements.lock)"
-	UV_PYTHON_DOWNLOADS=never $(BIN)/uv pip sync -q --python $(BIN)/python --require-hashes requirements.lock
+	UV_PYTHON_DOWNLOADS=never $(BIN)/uv pip sync -q --compile-bytecode --python $(BIN)/python --require-hashes requirements.lock
 	UV_PYTHON_DOWNLOADS=never $(BIN)/uv pip install -q --python $(BIN)/python --no-deps -e .
 	touch $(STAMP)
 
@@ -29,9 +31,13 @@ typecheck: $(STAMP)
 	$(BIN)/mypy
 
 unit: $(STAMP)
+	$(BIN)/python -m compileall -q src   # tests start many CLI processes; see the note on bytecode above
 	$(BIN)/pytest -q
 
 test: lint typecheck unit
+
+serve: $(STAMP)
+	$(BIN)/cosmogen serve
 
 demo: $(STAMP)
 	$(BIN)/cosmogen validate examples/banking.json

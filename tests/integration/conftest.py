@@ -13,11 +13,11 @@ CLI = Callable[..., subprocess.CompletedProcess[str]]
 
 
 @pytest.fixture
-def cosmogen() -> CLI:
-    """Run the real `cosmogen` entry point in a fresh process, as a user would."""
+def cosmogen(tmp_path: Path) -> CLI:
+    """Run the real `cosmogen` entry point in a fresh process, as a user would, with its own data dir."""
 
     def invoke(*args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
-        env = {**os.environ, "COLUMNS": "120"}
+        env = {**os.environ, "COLUMNS": "120", "COSMOGEN_DATA_DIR": str(tmp_path / "cosmogen-data")}
         return subprocess.run(
             [sys.executable, "-m", "cosmogen", *args],
             input=stdin,

@@ -25,7 +25,7 @@ def test_version(cosmogen: CLI) -> None:
 def test_run_prints_a_readable_narrative(cosmogen: CLI) -> None:
     done = cosmogen("run", str(EXAMPLES / "banking.json"))
     assert done.returncode == 0, done.stderr
-    assert "Banking: succeeded" in done.stdout
+    assert "Banking v1: succeeded (run " in done.stdout
     assert "Alice spends 150 and has -50 left" in done.stdout
     assert "account:alice is repaired: balance: -50 → 0" in done.stdout
     assert 'account:alice  {"balance": 0, "tier": "gold"}' in done.stdout
@@ -190,3 +190,40 @@ def test_legacy_file_runs_directly_with_upgrade_notes(cosmogen: CLI) -> None:
     result = json.loads(done.stdout)
     assert result["branches"][0]["entities"] == {"account:alice": {"balance": 150, "tier": "gold"}}
     assert {"import-number", "import-dropped-node"} <= {w["code"] for w in result["warnings"]}
+
+
+def test_memory_run_needs_no_store(cosmogen: CLI) -> None:
+    done = cosmogen("run", str(EXAMPLES / "banking.json"), "--memory")
+    assert done.returncode == 0, done.stderr
+    assert "Banking: succeeded in" in done.stdout
+    assert "account:alice is repaired" in done.stdout
+
+
+def test_durable_runs_are_listed_shown_and_their_events_kept(cosmogen: CLI) -> None:
+    first = json.loads(cosmogen("run", str(EXAMPLES / "vip.json"), "--json").stdout)
+    second = json.loads(cosmogen("run", str(EXAMPLES / "vip.json"), "--json", "--dry-run").stdout)
+    assert (first["version"], second["version"]) == (1, 1)  # the same document is one version
+    assert second["dry_run"] is True
+    listed = json.loads(cosmogen("runs", "list", "--json").stdout)
+    assert [r["run_id"] for r in listed] == [second["run_id"], first["run_id"]]
+    shown = json.loads(cosmogen("runs", "show", first["run_id"], "--json").stdout)
+    assert shown["branches"][0]["entities"]["account:bob"]["tier"] == "platinum"
+    events = json.loads(cosmogen("runs", "events", first["run_id"], "--json").stdout)
+    assert events[0]["type"] == "run.queued"
+    assert events[-1]["type"] == "run.succeeded"
+    human = cosmogen("runs", "list")
+    assert "VIP transcend (dry run)" in human.stdout
+
+
+def test_unknown_run_is_a_clear_error(cosmogen: CLI) -> None:
+    done = cosmogen("runs", "show", "nope")
+    assert done.returncode == 2
+    assert "no run 'nope'" in done.stderr
+
+
+def test_illegal_action_names_what_is_possible(cosmogen: CLI) -> None:
+    run = json.loads(cosmogen("run", str(EXAMPLES / "banking.json"), "--json").stdout)
+    done = cosmogen("runs", "pause", run["run_id"])
+    assert done.returncode == 2
+    assert "a succeeded run cannot pause" in done.stderr
+    assert "Traceback" not in done.stderr

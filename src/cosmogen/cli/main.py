@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import sys
 import time
@@ -12,15 +13,34 @@ import click
 
 from cosmogen import __version__
 from cosmogen.cli import render
-from cosmogen.cli.loading import EXIT_FAILED, EXIT_INVALID, EXIT_OK, LoadFailure, load, read_source
+from cosmogen.cli.loading import EXIT_FAILED, EXIT_INVALID, EXIT_OK, Loaded, LoadFailure, load, read_source
 from cosmogen.domain.diagnostics import Diagnostic, DocumentError
 from cosmogen.domain.document import dump_universe, parse_json, universe_from_raw
 from cosmogen.domain.fabric import run_plan
+from cosmogen.domain.plan import Plan
 from cosmogen.domain.validate import validate
 
 
 class _Group(click.Group):
-    """Turns click's usage errors into exit 2 with a message (click already does) and never a traceback."""
+    """Loads the heavier commands on first use, and never shows a traceback for deep input.
+
+    `runs` and `serve` need the database, the HTTP client and the web server; importing them only
+    when used keeps `cosmogen validate` and `cosmogen run --memory` quick to start.
+    """
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted([*super().list_commands(ctx), "runs", "serve"])
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        if cmd_name == "runs":
+            from cosmogen.cli.runs_commands import runs_group
+
+            return runs_group
+        if cmd_name == "serve":
+            from cosmogen.cli.serve import serve_command
+
+            return serve_command
+        return super().get_command(ctx, cmd_name)
 
     def main(self, *args: Any, **kwargs: Any) -> Any:
         try:
@@ -74,9 +94,35 @@ def validate_command(file: str, as_json: bool) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print the result as one JSON object.")
 @click.option("--event", "event_name", default="manual", show_default=True, help="Name of the run's event.")
 @click.option("--data", "event_data", default=None, help="The event's data, as a JSON object.")
+@click.option(
+    "--dry-run", is_flag=True, help="Make no calls: render and record each call the run would make."
+)
+@click.option(
+    "--detach", is_flag=True, help="Queue the run, print its id and return (`cosmogen serve` runs it)."
+)
+@click.option(
+    "--memory", is_flag=True, help="Run in memory only: no journal, no calls (bindings are shown, not made)."
+)
+@click.option(
+    "--data-dir",
+    default=None,
+    help="Data directory (default: $COSMOGEN_DATA_DIR or ~/.local/share/cosmogen).",
+)
+@click.option("--database-url", default=None, help="PostgreSQL URL instead of the embedded SQLite database.")
 @click.option("--quiet", "-q", is_flag=True, help="Print only the summary line.")
-def run_command(file: str, as_json: bool, event_name: str, event_data: str | None, quiet: bool) -> None:
-    """Run FILE in memory and show what happened; exit 1 when the run fails, 2 on bad input."""
+def run_command(
+    file: str,
+    as_json: bool,
+    event_name: str,
+    event_data: str | None,
+    dry_run: bool,
+    detach: bool,
+    memory: bool,
+    data_dir: str | None,
+    database_url: str | None,
+    quiet: bool,
+) -> None:
+    """Run FILE durably (journal, calls, crash recovery); exit 1 when the run fails, 2 on bad input."""
     try:
         loaded = load(file)
         data = _event_data(event_data)
@@ -87,9 +133,36 @@ def run_command(file: str, as_json: bool, event_name: str, event_data: str | Non
     if plan is None:
         _emit_invalid(loaded.diagnostics, as_json)
         sys.exit(EXIT_INVALID)
+    event = {"name": event_name, "data": data}
+    if memory:
+        _run_in_memory(loaded, plan, event, as_json=as_json, quiet=quiet)
+        return
+    from cosmogen.cli import durable
+    from cosmogen.cli.runs_commands import emit_report, settings_or_exit
+    from cosmogen.store import DatabaseError
+
+    settings = settings_or_exit(data_dir, database_url)
+    if not as_json and not quiet:
+        render.diagnostics([d for d in loaded.diagnostics if d.severity == "warning"])
+    document = loaded.universe.model_dump(mode="json", exclude_none=True)
+    try:
+        run_id, result = asyncio.run(
+            durable.run_document(settings, document, event, dry_run=dry_run, detach=detach)
+        )
+    except DatabaseError as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(EXIT_INVALID)
+    if result is None:
+        click.echo(json.dumps({"run_id": run_id, "status": "queued"}) if as_json else run_id)
+        return
+    result["warnings"] = [d.to_json() for d in loaded.diagnostics if d.severity == "warning"]
+    emit_report(result, as_json)
+
+
+def _run_in_memory(loaded: Loaded, plan: Plan, event: dict[str, Any], *, as_json: bool, quiet: bool) -> None:
     started = time.perf_counter()
     with render.progress(len(plan.steps), enabled=not as_json and not quiet) as advance:
-        state = run_plan(plan, {"name": event_name, "data": data}, on_step=lambda _s, _o: advance())
+        state = run_plan(plan, event, on_step=lambda _s, _o: advance())
     elapsed_ms = (time.perf_counter() - started) * 1000
     if as_json:
         result = state.to_json()
@@ -133,18 +206,29 @@ def import_command(file: str, output: str | None) -> None:
 
 
 @cli.command("bench")
-@click.argument("name", type=click.Choice(["chain40"]))
+@click.argument("name", type=click.Choice(["chain40", "throughput", "commit"]))
 @click.option("--json", "as_json", is_flag=True, help="Print the figures as one JSON object.")
-@click.option("--repeat", default=7, show_default=True, help="Measured rounds (after one warm-up).")
-def bench_command(name: str, as_json: bool, repeat: int) -> None:
+@click.option("--repeat", default=None, type=int, help="Measured rounds (default: 7, throughput 3).")
+def bench_command(name: str, as_json: bool, repeat: int | None) -> None:
     """Run a benchmark workload from docs/benchmarks.md and print its figures."""
-    from cosmogen.bench import chain
+    if name == "chain40":
+        from cosmogen.bench import chain
 
-    figures = chain.run(repeat=repeat)
-    if as_json:
-        click.echo(json.dumps(figures, indent=2))
+        figures = chain.run(repeat=repeat or 7)
+        text = chain.describe(figures)
+    elif name == "throughput":
+        from cosmogen.bench import throughput
+
+        figures = throughput.run(rounds=repeat or 3)
+        text = throughput.describe(figures)
     else:
-        click.echo(chain.describe(figures))
+        import os
+
+        from cosmogen.bench import commit
+
+        figures = commit.run(repeat=repeat or 7, postgres_url=os.environ.get("COSMOGEN_BENCH_POSTGRES_URL"))
+        text = commit.describe(figures)
+    click.echo(json.dumps(figures, indent=2) if as_json else text)
 
 
 def _event_data(text: str | None) -> dict[str, Any]:

@@ -78,3 +78,37 @@ def _entities(entities: dict[str, Any]) -> None:
         click.echo("  (none)")
     for entity, props in entities.items():
         click.echo(f"  {entity}  {json.dumps(props, ensure_ascii=False)}")
+
+
+def durable_result(data: dict[str, Any]) -> None:
+    """A durable run's report (see cli/durable.report) for a person."""
+    mode = " dry run" if data["dry_run"] else ""
+    click.echo(f"{data['universe']} v{data['version']}{mode}: {data['status']} (run {data['run_id']})")
+    narratives: dict[str, list[str]] = {}
+    for step in data["trace"]:
+        narratives.setdefault(step["node"], []).append(step["narrative"])
+    if data["nodes"]:
+        click.echo("\nNarrative")
+        width = max(len(n) for n in data["nodes"])
+        for node, outcome in data["nodes"].items():
+            lines = narratives.get(node) or [outcome.get("reason") or outcome["status"]]
+            for i, line in enumerate(lines):
+                mark = _MARKS[outcome["status"]] if i == 0 else " "
+                click.echo(f"  {mark} {node if i == 0 else '':<{width}}  {line}")
+    if data["calls"]:
+        click.echo("\nCalls")
+        for call in data["calls"]:
+            where = f"{call['node']}.{call['binding']}"
+            click.echo(f"  {where}  {call['method']} {call['url']}  {call['effect']} {call['status'] or ''}")
+    if data["error"]:
+        error = data["error"]
+        click.echo(f"\nError: {error.get('message')}")
+        if error.get("actions"):
+            choices = "|".join(a.replace("_", "-") for a in error["actions"])
+            click.echo(f"  choose one: cosmogen runs {{{choices}}} {data['run_id']}")
+    if data["status"] in ("succeeded", "failed"):
+        click.echo(f"\nEntities in {MAIN}")
+        _entities(data["entities"])
+        for branch in data["branches"]:
+            click.echo(f"\nBranch {branch['universe']} ({branch['reason']})")
+            _entities(branch["entities"])

@@ -247,6 +247,29 @@ def apply(state: FabricState, plan: Plan, step: PlanNode) -> NodeOutcome:
     return outcome
 
 
+def binding_scope(state: FabricState, step: PlanNode) -> dict[str, Any]:
+    """What a node's bindings see: the entity as the node left it (or as it was, if the node removed it)."""
+    entity = getattr(step.node, "entity", "")
+    props = state.main.entities.get(entity)
+    if props is None:
+        props = next((t.before for t in reversed(state.trace) if t.node == step.id and t.before), None) or {}
+    return _scope(entity, props, state)
+
+
+def record_binding(state: FabricState, step: PlanNode, binding_id: str, result: dict[str, Any]) -> None:
+    """Make a binding's result visible to later nodes as `nodes.<node>.bindings.<binding>`."""
+    output = state.outputs.setdefault(step.id, {"status": "complete", "entity": None})
+    output.setdefault("bindings", {})[binding_id] = result
+
+
+def fail_node(state: FabricState, step: PlanNode, message: str, code: str, field: str) -> NodeOutcome:
+    """A node whose binding failed fails as a whole, so its descendants are skipped like any failure."""
+    outcome = NodeOutcome(step.id, "error", message, code, field)
+    state.outcomes[step.id] = outcome
+    state.outputs.setdefault(step.id, {"entity": None})["status"] = "error"
+    return outcome
+
+
 def _stops(outcome: NodeOutcome | None) -> bool:
     return outcome is not None and outcome.stops_downstream
 

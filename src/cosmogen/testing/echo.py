@@ -71,3 +71,42 @@ class EchoServer:
         if answer.delay_s:
             await asyncio.sleep(answer.delay_s)
         return web.json_response(answer.body, status=answer.status, headers=answer.headers)
+
+
+class ThreadedEchoServer:
+    """An EchoServer on its own event loop in a background thread, for tests that drive other processes."""
+
+    def __init__(self) -> None:
+        import threading
+
+        self.server = EchoServer()
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, name="echo-server", daemon=True)
+
+    def __enter__(self) -> EchoServer:
+        self._thread.start()
+        asyncio.run_coroutine_threadsafe(self.server.start(), self._loop).result(timeout=10)
+        return self.server
+
+    def __exit__(self, *exc: object) -> None:
+        asyncio.run_coroutine_threadsafe(self.server.close(), self._loop).result(timeout=10)
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(timeout=10)
+        self._loop.close()
+
+
+def main() -> None:
+    """`python -m cosmogen.testing.echo [PORT]`: serve until killed; prints the port on the first line."""
+    import sys
+
+    async def serve() -> None:
+        server = EchoServer()
+        await server.start(int(sys.argv[1]) if len(sys.argv) > 1 else 0)
+        print(server.port, flush=True)
+        await asyncio.Event().wait()
+
+    asyncio.run(serve())
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,50 @@
+"""`cosmogen serve`: the runtime, its poller and the HTTP server in one process (the composition root)."""
+
+from __future__ import annotations
+
+import os
+import sys
+
+import click
+import uvicorn
+
+from cosmogen.api.app import create_app
+from cosmogen.cli.loading import EXIT_INVALID
+from cosmogen.runtime.ownership import DataDirBusy
+from cosmogen.runtime.service import Runtime
+from cosmogen.settings import Settings, SettingsError
+
+
+@click.command("serve")
+@click.option(
+    "--data-dir",
+    default=None,
+    help="Data directory (default: $COSMOGEN_DATA_DIR or ~/.local/share/cosmogen).",
+)
+@click.option("--database-url", default=None, help="PostgreSQL URL instead of the embedded SQLite database.")
+@click.option("--host", default=None, help="Address to listen on (default 127.0.0.1).")
+@click.option("--port", default=None, type=int, help="Port (default 8420).")
+def serve_command(data_dir: str | None, database_url: str | None, host: str | None, port: int | None) -> None:
+    """Serve the runtime and its HTTP API; resumes every run a previous process left unfinished."""
+    try:
+        settings = Settings.from_env(
+            os.environ, data_dir=data_dir, database_url=database_url, host=host, port=port
+        )
+    except SettingsError as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(EXIT_INVALID)
+
+    async def open_runtime() -> Runtime:
+        try:
+            return await Runtime.open(settings.runtime())
+        except DataDirBusy as exc:
+            click.echo(f"error: {exc}; stop it first, or use another --data-dir", err=True)
+            raise SystemExit(EXIT_INVALID) from None
+
+    app = create_app(open_runtime)
+    where = "PostgreSQL" if settings.database_url else settings.data_dir
+    click.echo(
+        f"cosmogen serving on http://{settings.host}:{settings.port} (data: {where})",
+        err=True,
+    )
+    uvicorn.run(app, host=settings.host, port=settings.port, log_level="warning", lifespan="on")

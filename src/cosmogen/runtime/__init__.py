@@ -1,0 +1,1 @@
+"""The durable runtime: run journal, executor, run control and the embedded dispatcher."""

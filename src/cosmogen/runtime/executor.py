@@ -1,0 +1,385 @@
+"""The executor: runs one run from its last checkpoint to an end, a pause, or a question for a person.
+
+Per node, in plan order: apply the operator (pure), then the node's bindings with the entity state,
+upstream outputs and run metadata as template context. A binding's side effect is bracketed by an
+intent row (committed before the call) and an outcome row (after); on resume the recorded outcome is
+reused, never resent. An intent without an outcome is *ambiguous*: it is resent (with the same key)
+only when repeating is safe, otherwise the run stops in `needs_attention`.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqlalchemy import Connection
+
+from cosmogen.domain.bindings import CompiledBinding, RenderedRequest
+from cosmogen.domain.document import universe_from_raw
+from cosmogen.domain.fabric import (
+    FabricState,
+    NodeOutcome,
+    apply,
+    binding_scope,
+    fail_node,
+    new_state,
+    record_binding,
+)
+from cosmogen.domain.plan import Plan, PlanNode
+from cosmogen.domain.runs import RunStatus
+from cosmogen.domain.validate import validate
+from cosmogen.expr import EvalError
+from cosmogen.integrations.http import HttpCallError, HttpClient
+from cosmogen.integrations.redact import redact_body, redact_headers, redact_url
+from cosmogen.integrations.retry import repeatable
+from cosmogen.runtime import journal
+from cosmogen.runtime.journal import EffectRecord, EventLog, RunRecord
+from cosmogen.store import Database, GroupCommitWriter, repos
+
+# Named points where a test can make this process kill itself (SIGKILL), to prove crash safety.
+CRASH_POINTS = frozenset(
+    {
+        "after-start",
+        "before-intent",
+        "after-intent",
+        "after-call",
+        "after-outcome",
+        "after-checkpoint",
+        "before-finish",
+    }
+)
+
+
+class PlanUnavailable(Exception):
+    """The run's version no longer validates (e.g. this release reads documents differently)."""
+
+
+@dataclass(frozen=True, slots=True)
+class _Stop:
+    """A binding needs a person: the run stops in needs_attention with this error."""
+
+    error: dict[str, Any]
+
+
+@dataclass
+class Executor:
+    db: Database
+    writer: GroupCommitWriter
+    http: HttpClient
+    worker_id: str
+    # Pure nodes between two checkpoints at most: bounds recomputation after a crash and how long a
+    # pause or cancel from another process can wait.
+    checkpoint_every: int = 64
+    crash_at: frozenset[str] = frozenset()
+    control_pending: Callable[[str], bool] = lambda _run_id: False
+    _plans: OrderedDict[str, Plan] = field(default_factory=OrderedDict)
+
+    async def execute(self, run_id: str) -> RunStatus:
+        with self.db.engine.connect() as conn:
+            record = journal.load_run(conn, run_id)
+            if record.status not in (RunStatus.QUEUED, RunStatus.RUNNING):
+                return record.status
+            plan = self._plan(conn, record.version_id)
+            log = EventLog(run_id)
+            history = journal.effects_of(conn, [run_id])
+            retry = _retry_info(record)
+            inherited = self._inherited_effects(conn, record.parent_run_id, retry)
+        started = time.perf_counter()
+        record = await self.writer.write(journal.start_run(run_id, self.worker_id, log))
+        self._maybe_crash("after-start")
+        run_meta = {
+            "id": run_id,
+            "universe": record.universe_id,
+            "version": record.version_id,
+            "dry_run": record.dry_run,
+            "attempt": record.attempt,
+            "parent": record.parent_run_id,
+        }
+        if retry:
+            run_meta["retry"] = retry
+        if record.cursor > 0:
+            state = FabricState.from_json(record.state)
+            state.run = run_meta
+        else:
+            state = new_state(record.event, run_meta)
+        results: list[dict[str, Any]] = []
+        index = record.cursor
+        since_checkpoint = 0
+        while index < len(plan.steps):
+            step = plan.steps[index]
+            outcome = apply(state, plan, step)
+            if step.bindings:
+                stop = await self._bindings(record, step, outcome, state, log, history, inherited)
+                if isinstance(stop, _Stop):
+                    await self.writer.write(
+                        journal.transition(run_id, RunStatus.NEEDS_ATTENTION, log, error=stop.error)
+                    )
+                    return RunStatus.NEEDS_ATTENTION
+                outcome = stop
+            results.append(_result_row(step, index, outcome, state))
+            log.add("node.finished", node=step.id, status=outcome.status, reason=outcome.reason or None)
+            index += 1
+            since_checkpoint += 1
+            last = index == len(plan.steps)
+            if not last and (
+                step.bindings or since_checkpoint >= self.checkpoint_every or self.control_pending(run_id)
+            ):
+                action = await self.writer.write(
+                    journal.checkpoint(run_id, index, state.to_json(), results, log)
+                )
+                self._maybe_crash("after-checkpoint")
+                results, since_checkpoint = [], 0
+                if action in ("pause", "cancel"):
+                    target = RunStatus.PAUSED if action == "pause" else RunStatus.CANCELLED
+                    log.add(f"run.{target.value}", at_node=index)
+                    await self.writer.write(journal.transition(run_id, target, log))
+                    return target
+        final = RunStatus.SUCCEEDED if state.status == "succeeded" else RunStatus.FAILED
+        summary = {
+            "status": "success" if final is RunStatus.SUCCEEDED else "error",
+            "warning": bool(state.paradoxes),
+            "run_id": run_id,
+            "durationMs": round((time.perf_counter() - started) * 1000, 3),
+        }
+        failed = [o for o in state.outcomes.values() if o.status == "error"]
+        error = (
+            {"code": failed[0].error_code, "node": failed[0].node, "message": failed[0].reason}
+            if failed
+            else None
+        )
+        log.add(f"run.{final.value}", paradoxes=len(state.paradoxes))
+        self._maybe_crash("before-finish")
+        await self.writer.write(
+            journal.transition(
+                run_id,
+                final,
+                log,
+                cursor=index,
+                state=state.to_json(),
+                results=results,
+                error=error,
+                summary=summary,
+            )
+        )
+        return final
+
+    # --- bindings ---------------------------------------------------------------------------------
+
+    async def _bindings(
+        self,
+        record: RunRecord,
+        step: PlanNode,
+        outcome: NodeOutcome,
+        state: FabricState,
+        log: EventLog,
+        history: dict[tuple[str, str, str], list[EffectRecord]],
+        inherited: dict[tuple[str, str], Any],
+    ) -> NodeOutcome | _Stop:
+        fired = outcome.status == "complete"
+        runnable = outcome.status != "error" and outcome.blocked_by is None
+        for compiled in step.bindings:
+            binding = compiled.binding
+            if not (fired or (runnable and binding.when == "always")):
+                continue
+            try:
+                request = compiled.render(binding_scope(state, step))
+            except EvalError as exc:
+                result: dict[str, Any] = {
+                    "status": None,
+                    "body": None,
+                    "error": {"kind": "template", "message": str(exc)},
+                }
+                if record.dry_run:
+                    # A dry run makes no calls, so holes that read earlier responses cannot be filled; it
+                    # shows the problem instead of failing the node.
+                    result = {"dry_run": True, "would_fail": result["error"]}
+                    log.add("effect.dry_run", node=step.id, binding=binding.id, would_fail=str(exc))
+            else:
+                if record.dry_run:
+                    # The same shape as a real result, empty, so later nodes can still read `status`.
+                    result = {"dry_run": True, "status": None, "body": None, "request": _shown(request)}
+                    log.add("effect.dry_run", node=step.id, binding=binding.id, request=_shown(request))
+                else:
+                    answer = await self._effect(record, step, compiled, request, log, history, inherited)
+                    if isinstance(answer, _Stop):
+                        return answer
+                    result = answer
+            record_binding(state, step, binding.id, result)
+            if "error" in result and binding.on_error == "fail":
+                message = f"binding {binding.id!r} failed: {result['error']['message']}"
+                return fail_node(state, step, message, "binding-failed", f"bindings.{binding.id}")
+        return state.outcomes[step.id]
+
+    async def _effect(
+        self,
+        record: RunRecord,
+        step: PlanNode,
+        compiled: CompiledBinding,
+        request: RenderedRequest,
+        log: EventLog,
+        history: dict[tuple[str, str, str], list[EffectRecord]],
+        inherited: dict[tuple[str, str], Any],
+    ) -> dict[str, Any] | _Stop:
+        binding = compiled.binding
+        if (step.id, binding.id) in inherited:
+            return dict(inherited[(step.id, binding.id)], reused_from_parent=True)
+        attempts = history.get((record.id, step.id, binding.id), [])
+        latest = attempts[-1] if attempts else None
+        group = 0
+        can_repeat = repeatable(request.method, binding.idempotency_header is not None)
+        if latest is not None:
+            if latest.status in ("succeeded", "failed"):
+                return dict(latest.response or {})  # recorded before a crash: replay, never resend
+            if latest.status == "marked_done":
+                return {"marked_done": True}
+            if latest.status == "intent" and can_repeat:
+                return await self._call(
+                    record, step, compiled, request, log, latest.id, latest.idempotency_key
+                )
+            if latest.status in ("intent", "ambiguous"):
+                if latest.status == "intent":
+                    await self.writer.write(journal.set_effect_status(latest.id, "ambiguous"))
+                log.add("effect.ambiguous", node=step.id, binding=binding.id, key=latest.idempotency_key)
+                return _Stop(
+                    {
+                        "code": "ambiguous-effect",
+                        "node": step.id,
+                        "binding": binding.id,
+                        "message": (
+                            f"the process stopped while calling {request.method} {redact_url(request.url)}; "
+                            "it may or may not have happened, and resending could do it twice"
+                        ),
+                        "actions": ["retry_anyway", "mark_done", "cancel"],
+                    }
+                )
+            group = latest.attempt_group + 1  # the previous attempt was abandoned by a person's decision
+        key = f"{record.id}:{step.id}:{binding.id}:{group}"
+        self._maybe_crash("before-intent")
+        log.add(
+            "effect.intent",
+            node=step.id,
+            binding=binding.id,
+            method=request.method,
+            url=redact_url(request.url),
+        )
+        effect_id = await self.writer.write(
+            journal.record_intent(
+                record.id,
+                step.id,
+                binding.id,
+                group,
+                key,
+                request.method,
+                redact_url(request.url),
+                _shown(request),
+                log,
+            )
+        )
+        self._maybe_crash("after-intent")
+        return await self._call(record, step, compiled, request, log, effect_id, key)
+
+    async def _call(
+        self,
+        record: RunRecord,
+        step: PlanNode,
+        compiled: CompiledBinding,
+        request: RenderedRequest,
+        log: EventLog,
+        effect_id: int,
+        key: str,
+    ) -> dict[str, Any]:
+        binding = compiled.binding
+        try:
+            response = await self.http.send(
+                request, idempotency_key=key, key_header=binding.idempotency_header
+            )
+        except HttpCallError as exc:
+            # Failures keep the shape of a success, so later nodes can read `status` and `body` either way.
+            result: dict[str, Any] = {
+                "status": exc.status,
+                "body": exc.body,
+                "attempts": exc.attempts,
+                "error": {"kind": exc.kind, "message": str(exc)},
+            }
+            status = "failed"
+        else:
+            result = {"status": response.status, "body": response.body, "attempts": response.attempts}
+            status = "succeeded"
+        self._maybe_crash("after-call")
+        log.add(f"effect.{status}", node=step.id, binding=binding.id, status=result.get("status"))
+        await self.writer.write(journal.record_outcome(effect_id, record.id, status, result, log))
+        self._maybe_crash("after-outcome")
+        return result
+
+    # --- helpers ----------------------------------------------------------------------------------
+
+    def _plan(self, conn: Connection, version_id: str) -> Plan:
+        plan = self._plans.get(version_id)
+        if plan is None:
+            version = repos.get_version(conn, version_id)
+            if version is None:
+                raise PlanUnavailable(f"version {version_id} does not exist")
+            universe, _ = universe_from_raw(version.document)
+            report = validate(universe)
+            if report.plan is None:
+                raise PlanUnavailable("; ".join(d.message for d in report.errors))
+            plan = self._plans[version_id] = report.plan
+            if len(self._plans) > 256:
+                self._plans.popitem(last=False)
+        self._plans.move_to_end(version_id)
+        return plan
+
+    def _inherited_effects(
+        self, conn: Connection, parent: str | None, retry: dict[str, Any] | None
+    ) -> dict[tuple[str, str], Any]:
+        """A retry reuses its parent's successful calls made before the node that failed."""
+        if parent is None or not retry:
+            return {}
+        upto = set(retry.get("before", []))
+        found = journal.effects_of(conn, [parent])
+        return {
+            (node, binding): attempts[-1].response
+            for (_, node, binding), attempts in found.items()
+            if node in upto and attempts[-1].status == "succeeded"
+        }
+
+    def _maybe_crash(self, point: str) -> None:
+        if point in self.crash_at:
+            os.kill(os.getpid(), signal.SIGKILL)
+
+
+def _retry_info(record: RunRecord) -> dict[str, Any] | None:
+    """Retry details live in the run's metadata: in the initial state, then in every checkpoint."""
+    source = record.state if record.cursor == 0 else record.state.get("run", {})
+    retry = source.get("retry")
+    return retry if isinstance(retry, dict) else None
+
+
+def _result_row(step: PlanNode, index: int, outcome: NodeOutcome, state: FabricState) -> dict[str, Any]:
+    error = (
+        {"code": outcome.error_code, "message": outcome.reason, "field": outcome.field}
+        if outcome.status == "error"
+        else None
+    )
+    return {
+        "node_id": step.id,
+        "seq": index,
+        "status": outcome.status,
+        "output": state.outputs.get(step.id),
+        "error": error,
+    }
+
+
+def _shown(request: RenderedRequest) -> dict[str, Any]:
+    """A request as it may be stored and shown: secrets masked."""
+    return {
+        "method": request.method,
+        "url": redact_url(request.url),
+        "headers": redact_headers(request.headers),
+        "body": redact_body(request.body),
+    }

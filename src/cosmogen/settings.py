@@ -1,0 +1,75 @@
+"""Settings, parsed once from the environment mapping the entry point was handed (never read elsewhere)."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+from cosmogen.integrations.egress import EgressPolicy
+from cosmogen.runtime.executor import CRASH_POINTS
+from cosmogen.runtime.service import RuntimeSettings
+
+
+class SettingsError(ValueError):
+    """A setting with a value we cannot use; the message names the variable and what it expects."""
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    data_dir: Path
+    database_url: str | None
+    egress: EgressPolicy
+    crash_at: frozenset[str]
+    host: str
+    port: int
+
+    @classmethod
+    def from_env(
+        cls,
+        env: Mapping[str, str],
+        *,
+        data_dir: str | None = None,
+        database_url: str | None = None,
+        host: str | None = None,
+        port: int | None = None,
+    ) -> Settings:
+        """Command-line options win over the environment, which wins over the defaults."""
+        chosen_dir = data_dir or env.get("COSMOGEN_DATA_DIR") or _default_data_dir(env)
+        try:
+            egress = EgressPolicy.from_strings(
+                env.get("COSMOGEN_EGRESS_ALLOW_NETWORKS", ""), env.get("COSMOGEN_EGRESS_ALLOW_HOSTS", "")
+            )
+        except ValueError as exc:
+            raise SettingsError(
+                f"COSMOGEN_EGRESS_ALLOW_NETWORKS: {exc} (expected e.g. 127.0.0.1/32)"
+            ) from None
+        # Test-only: named points where the process kills itself, to prove crash recovery.
+        crash_at = frozenset(p for p in env.get("COSMOGEN_TEST_CRASH_AT", "").split(",") if p)
+        unknown = crash_at - CRASH_POINTS
+        if unknown:
+            raise SettingsError(
+                f"COSMOGEN_TEST_CRASH_AT: unknown points {sorted(unknown)}; known: {sorted(CRASH_POINTS)}"
+            )
+        port_text = str(port) if port is not None else env.get("COSMOGEN_PORT", "8420")
+        if not port_text.isdigit() or not 0 < int(port_text) < 65536:
+            raise SettingsError(f"COSMOGEN_PORT must be a port number, not {port_text!r}")
+        return cls(
+            data_dir=Path(chosen_dir).expanduser(),
+            database_url=database_url or env.get("COSMOGEN_DATABASE_URL") or None,
+            egress=egress,
+            crash_at=crash_at,
+            host=host or env.get("COSMOGEN_HOST", "127.0.0.1"),
+            port=int(port_text),
+        )
+
+    def runtime(self) -> RuntimeSettings:
+        return RuntimeSettings(
+            data_dir=self.data_dir, database_url=self.database_url, egress=self.egress, crash_at=self.crash_at
+        )
+
+
+def _default_data_dir(env: Mapping[str, str]) -> str:
+    base = env.get("XDG_DATA_HOME") or os.path.join(env.get("HOME", "."), ".local", "share")
+    return os.path.join(base, "cosmogen")

@@ -1,0 +1,304 @@
+"""The schema, as SQLAlchemy Core tables: one `metadata` for both dialects.
+
+Migrations (store/migrations) create exactly this; tests/integration/store/test_migrations.py
+reflects a migrated database and compares it with `metadata`, so the two cannot drift apart.
+"""
+
+from __future__ import annotations
+
+import secrets
+import threading
+import time
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    CheckConstraint,
+    Column,
+    DateTime,
+    Dialect,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    PrimaryKeyConstraint,
+    Table,
+    Text,
+    TypeDecorator,
+    UniqueConstraint,
+    false,
+    true,
+)
+from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.types import TypeEngine
+
+# Deterministic constraint names: the migration spells out the same names, and a later migration can
+# drop or alter a constraint by name on both dialects.
+NAMING_CONVENTION = {
+    "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+DEPLOYMENT_STATUSES = ("draft", "live", "paused", "archived")
+RUN_STATUSES = ("queued", "running", "paused", "succeeded", "failed", "cancelled", "needs_attention")
+REQUESTED_ACTIONS = ("pause", "cancel")
+EFFECT_STATUSES = ("intent", "succeeded", "failed", "ambiguous", "marked_done", "cancelled")
+TRIGGER_KINDS = ("manual", "interval", "cron", "webhook")
+
+
+# --- ids -----------------------------------------------------------------------------------------
+
+_ALPHABET = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"  # Crockford base 32: no I, L, O, U
+_RANDOM_BITS = 80
+_id_lock = threading.Lock()
+_last_ms = -1
+_last_random = 0
+
+
+def _base32(value: int, length: int) -> str:
+    chars = []
+    for _ in range(length):
+        chars.append(_ALPHABET[value & 31])
+        value >>= 5
+    return "".join(reversed(chars))
+
+
+def new_id() -> str:
+    """A ULID-like id: 26 characters, 48 bits of Unix milliseconds then 80 bits from `secrets`.
+
+    Ids made by one process sort in creation order even within one millisecond (the random part is
+    counted up instead of redrawn), so `ORDER BY id` is creation order for a single writer.
+    """
+    global _last_ms, _last_random
+    with _id_lock:
+        now_ms = time.time_ns() // 1_000_000
+        if now_ms <= _last_ms:
+            # Same millisecond, or the wall clock stepped back: keep the last timestamp, count up.
+            now_ms = _last_ms
+            _last_random += 1
+        else:
+            # Draw one bit short so counting up within a millisecond cannot overflow 80 bits in practice.
+            _last_random = secrets.randbits(_RANDOM_BITS - 1)
+        _last_ms = now_ms
+        return _base32(now_ms, 10) + _base32(_last_random, 16)
+
+
+# --- column types --------------------------------------------------------------------------------
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """Timezone-aware UTC datetimes on both dialects.
+
+    PostgreSQL stores `timestamptz`. SQLite has no timestamp type: we store UTC without an offset, so
+    the text sorts and compares chronologically, and attach UTC again on the way out. Naive datetimes
+    are refused rather than guessed at.
+    """
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None or value.utcoffset() is None:
+            raise ValueError(f"naive datetime {value!r}: pass a timezone-aware datetime (UTC)")
+        value = value.astimezone(UTC)
+        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+
+    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+def json_type() -> TypeEngine[Any]:
+    # none_as_null: Python None is SQL NULL, not the JSON literal 'null', so nullable JSON columns mean
+    # "absent" and non-nullable ones refuse None.
+    return JSON(none_as_null=True).with_variant(JSONB(none_as_null=True), "postgresql")
+
+
+def serial_type() -> TypeEngine[int]:
+    # SQLite only autoincrements an INTEGER PRIMARY KEY (the rowid alias); BIGINT there would not be.
+    return BigInteger().with_variant(Integer(), "sqlite")
+
+
+def _in(column: str, values: tuple[str, ...]) -> str:
+    return f"{column} IN ({', '.join(repr(v) for v in values)})"
+
+
+def _created() -> Column[datetime]:
+    return Column("created_at", UTCDateTime(), nullable=False, default=utcnow)
+
+
+def _updated() -> Column[datetime]:
+    return Column("updated_at", UTCDateTime(), nullable=False, default=utcnow, onupdate=utcnow)
+
+
+# --- tables --------------------------------------------------------------------------------------
+
+metadata = MetaData(naming_convention=NAMING_CONVENTION)
+
+universes = Table(
+    "universes",
+    metadata,
+    Column("id", Text, primary_key=True),
+    Column("workspace_id", Text, nullable=False, server_default="default"),
+    Column("name", Text, nullable=False),
+    _created(),
+    _updated(),
+    # Not a foreign key: universes and versions would reference each other, which SQLite cannot
+    # create without table rebuilds. repos.save_version keeps it pointing at one of its own versions.
+    Column("active_version_id", Text, nullable=True),
+    Column("deployment_status", Text, nullable=False, server_default="draft"),
+    UniqueConstraint("workspace_id", "name"),
+    CheckConstraint(_in("deployment_status", DEPLOYMENT_STATUSES), name="deployment_status"),
+)
+
+universe_versions = Table(
+    "universe_versions",
+    metadata,
+    Column("id", Text, primary_key=True),
+    Column("universe_id", Text, ForeignKey("universes.id"), nullable=False),
+    Column("number", Integer, nullable=False),
+    Column("label", Text, nullable=True),
+    Column("document", json_type(), nullable=False),
+    Column("document_sha256", Text, nullable=False),
+    _created(),
+    Column("created_by", Text, nullable=True),
+    # The only column ever updated: versions are immutable otherwise.
+    Column("last_run_summary", json_type(), nullable=True),
+    UniqueConstraint("universe_id", "number"),
+    CheckConstraint("number >= 1", name="number_positive"),
+)
+
+launches = Table(
+    "launches",
+    metadata,
+    Column("id", Text, primary_key=True),
+    Column("universe_id", Text, ForeignKey("universes.id"), nullable=False),
+    Column("version_id", Text, ForeignKey("universe_versions.id"), nullable=False),
+    Column("config", json_type(), nullable=False),
+    Column("status", Text, nullable=False, server_default="draft"),
+    _created(),
+    _updated(),
+    Column("stopped_at", UTCDateTime(), nullable=True),
+    Index(None, "universe_id"),
+    CheckConstraint(_in("status", DEPLOYMENT_STATUSES), name="status"),
+)
+
+triggers = Table(
+    "triggers",
+    metadata,
+    Column("id", Text, primary_key=True),
+    Column("launch_id", Text, ForeignKey("launches.id", ondelete="CASCADE"), nullable=False),
+    Column("kind", Text, nullable=False),
+    Column("spec", json_type(), nullable=False),
+    # A hash, never the token: a database leak must not let anyone fire webhooks.
+    Column("webhook_token_hash", Text, nullable=True, unique=True),
+    Column("next_fire_at", UTCDateTime(), nullable=True),
+    Column("last_fired_at", UTCDateTime(), nullable=True),
+    Column("enabled", Boolean, nullable=False, server_default=true()),
+    Index(None, "launch_id"),
+    Index(None, "next_fire_at"),  # the scheduler asks "what is due?"
+    CheckConstraint(_in("kind", TRIGGER_KINDS), name="kind"),
+)
+
+runs = Table(
+    "runs",
+    metadata,
+    Column("id", Text, primary_key=True),
+    Column("universe_id", Text, ForeignKey("universes.id"), nullable=False),
+    Column("version_id", Text, ForeignKey("universe_versions.id"), nullable=False),
+    Column("launch_id", Text, ForeignKey("launches.id"), nullable=True),
+    Column("trigger_id", Text, nullable=True),
+    Column("parent_run_id", Text, nullable=True),
+    Column("status", Text, nullable=False, server_default="queued"),
+    Column("dry_run", Boolean, nullable=False, server_default=false()),
+    Column("event", json_type(), nullable=False),
+    Column("cursor", Integer, nullable=False, server_default="0"),  # index of the next node to run
+    Column("state", json_type(), nullable=False),  # the checkpoint the executor resumes from
+    # Written by any process (API, CLI); obeyed by the executor between nodes.
+    Column("requested_action", Text, nullable=True),
+    Column("error", json_type(), nullable=True),
+    Column("worker_id", Text, nullable=True),
+    Column("lease_expires_at", UTCDateTime(), nullable=True),
+    Column("attempt", Integer, nullable=False, server_default="0"),
+    _created(),
+    Column("started_at", UTCDateTime(), nullable=True),
+    Column("finished_at", UTCDateTime(), nullable=True),
+    _updated(),
+    Index(None, "status"),
+    Index(None, "launch_id"),
+    Index(None, "universe_id"),
+    CheckConstraint(_in("status", RUN_STATUSES), name="status"),
+    CheckConstraint(_in("requested_action", REQUESTED_ACTIONS), name="requested_action"),
+)
+
+node_results = Table(
+    "node_results",
+    metadata,
+    Column("run_id", Text, ForeignKey("runs.id", ondelete="CASCADE"), nullable=False),
+    Column("node_id", Text, nullable=False),
+    Column("seq", Integer, nullable=False),
+    Column("status", Text, nullable=False),
+    Column("output", json_type(), nullable=True),
+    Column("error", json_type(), nullable=True),
+    Column("started_at", UTCDateTime(), nullable=False),
+    Column("finished_at", UTCDateTime(), nullable=True),
+    PrimaryKeyConstraint("run_id", "node_id"),
+)
+
+effects = Table(
+    "effects",
+    metadata,
+    Column("id", serial_type(), primary_key=True, autoincrement=True),
+    Column("run_id", Text, ForeignKey("runs.id", ondelete="CASCADE"), nullable=False),
+    Column("node_id", Text, nullable=False),
+    Column("binding_id", Text, nullable=False),
+    Column("attempt_group", Integer, nullable=False),
+    Column("idempotency_key", Text, nullable=False, unique=True),
+    Column("method", Text, nullable=False),
+    Column("url", Text, nullable=False),  # redacted before it gets here
+    Column("request", json_type(), nullable=False),  # redacted before it gets here
+    Column("status", Text, nullable=False, server_default="intent"),
+    Column("response", json_type(), nullable=True),
+    _created(),
+    Column("completed_at", UTCDateTime(), nullable=True),
+    Index(None, "run_id"),
+    CheckConstraint(_in("status", EFFECT_STATUSES), name="status"),
+)
+
+run_events = Table(
+    "run_events",
+    metadata,
+    Column("id", serial_type(), primary_key=True, autoincrement=True),  # the global order
+    Column("run_id", Text, ForeignKey("runs.id", ondelete="CASCADE"), nullable=False),
+    Column("seq", Integer, nullable=False),
+    Column("type", Text, nullable=False),
+    Column("payload", json_type(), nullable=False),
+    _created(),
+    UniqueConstraint("run_id", "seq"),
+    # AUTOINCREMENT: SQLite never reuses an id, even after the newest rows are deleted, so a
+    # consumer that remembers "last id seen" cannot be handed a recycled one.
+    sqlite_autoincrement=True,
+)
+
+webhook_deliveries = Table(
+    "webhook_deliveries",
+    metadata,
+    Column("id", serial_type(), primary_key=True, autoincrement=True),
+    Column("trigger_id", Text, ForeignKey("triggers.id", ondelete="CASCADE"), nullable=False),
+    Column("delivery_key", Text, nullable=False),
+    Column("received_at", UTCDateTime(), nullable=False, default=utcnow),
+    UniqueConstraint("trigger_id", "delivery_key"),  # replay protection: a second insert fails
+)

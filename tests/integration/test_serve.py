@@ -1,0 +1,100 @@
+"""`cosmogen serve`: health, running queued runs, one owner per data directory."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from .conftest import CLI, EXAMPLES, ROOT
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@pytest.fixture
+def served(tmp_path: Path) -> Iterator[tuple[str, subprocess.Popen[str]]]:
+    port = free_port()
+    env = {**os.environ, "COSMOGEN_DATA_DIR": str(tmp_path / "cosmogen-data")}
+    log = tmp_path / "serve.log"
+    with log.open("w") as sink:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "cosmogen", "serve", "--port", str(port)],
+            env=env,
+            cwd=ROOT,
+            stdout=sink,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            with urllib.request.urlopen(url + "/healthz", timeout=2) as response:  # noqa: S310 (our server)
+                if response.status == 200:
+                    break
+        except OSError:
+            if process.poll() is not None or time.monotonic() > deadline:
+                process.kill()
+                process.wait()
+                raise AssertionError(f"serve did not start: {log.read_text()}") from None
+            time.sleep(0.1)
+    try:
+        yield url, process
+    finally:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+def test_healthz_reports_the_database(served: tuple[str, subprocess.Popen[str]]) -> None:
+    url, _ = served
+    with urllib.request.urlopen(url + "/healthz", timeout=5) as response:  # noqa: S310 (our server)
+        body = json.loads(response.read())
+    assert body["status"] == "ok"
+    assert body["database"] == "sqlite"
+
+
+def test_serve_runs_what_the_cli_queued_and_the_cli_waits_for_it(
+    served: tuple[str, subprocess.Popen[str]], cosmogen: CLI
+) -> None:
+    detached = json.loads(cosmogen("run", str(EXAMPLES / "banking.json"), "--detach", "--json").stdout)
+    deadline = time.monotonic() + 30
+    status = "queued"
+    while status != "succeeded" and time.monotonic() < deadline:
+        time.sleep(0.1)
+        status = json.loads(cosmogen("runs", "show", detached["run_id"], "--json").stdout)["status"]
+    assert status == "succeeded"
+    # Without --detach, the CLI hands the run to the serving process and waits for its result.
+    waited = json.loads(cosmogen("run", str(EXAMPLES / "vip.json"), "--json").stdout)
+    assert waited["status"] == "succeeded"
+
+
+def test_a_second_serve_on_the_same_data_dir_is_refused(
+    served: tuple[str, subprocess.Popen[str]], tmp_path: Path
+) -> None:
+    env = {**os.environ, "COSMOGEN_DATA_DIR": str(tmp_path / "cosmogen-data")}
+    second = subprocess.run(
+        [sys.executable, "-m", "cosmogen", "serve", "--port", str(free_port())],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert second.returncode != 0
+    assert "another cosmogen process owns" in second.stderr
