@@ -79,7 +79,9 @@ class Executor:
     control_pending: Callable[[str], bool] = lambda _run_id: False
     _plans: OrderedDict[str, Plan] = field(default_factory=OrderedDict)
 
-    async def execute(self, run_id: str) -> RunStatus:
+    async def execute(self, run_id: str, *, fresh: bool = False) -> RunStatus:
+        """Run to an end, a pause or a question. `fresh`: this process just created the run already
+        started (journal.create_run with claimed_by), so there is no separate start to commit."""
         with self.db.engine.connect() as conn:
             record = journal.load_run(conn, run_id)
             if record.status not in (RunStatus.QUEUED, RunStatus.RUNNING):
@@ -90,7 +92,8 @@ class Executor:
             retry = _retry_info(record)
             inherited = self._inherited_effects(conn, record.parent_run_id, retry)
         started = time.perf_counter()
-        record = await self.writer.write(journal.start_run(run_id, self.worker_id, log))
+        if not fresh:
+            record = await self.writer.write(journal.start_run(run_id, self.worker_id, log))
         self._maybe_crash("after-start")
         run_meta = {
             "id": run_id,

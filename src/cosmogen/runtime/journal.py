@@ -93,9 +93,14 @@ def create_run(
     parent_run_id: str | None = None,
     launch_id: str | None = None,
     trigger_id: str | None = None,
+    claimed_by: str | None = None,
 ) -> WriteFn[str]:
+    """Queue a run; with `claimed_by`, also start it for that worker in the same commit (one fsync
+    fewer for a run this process executes at once)."""
+
     def write(conn: Connection) -> str:
         now = utcnow()
+        started = claimed_by is not None
         conn.execute(
             insert(runs).values(
                 id=run_id,
@@ -104,16 +109,22 @@ def create_run(
                 launch_id=launch_id,
                 trigger_id=trigger_id,
                 parent_run_id=parent_run_id,
-                status=RunStatus.QUEUED.value,
+                status=(RunStatus.RUNNING if started else RunStatus.QUEUED).value,
                 dry_run=dry_run,
                 event=event,
                 cursor=0,
                 state=state or {},
                 created_at=now,
                 updated_at=now,
+                worker_id=claimed_by,
+                attempt=1 if started else 0,
+                started_at=now if started else None,
             )
         )
-        _append(conn, run_id, [Event("run.queued", {"dry_run": dry_run, "parent": parent_run_id})])
+        events = [Event("run.queued", {"dry_run": dry_run, "parent": parent_run_id})]
+        if started:
+            events.append(Event("run.started", {"attempt": 1, "resumed_at": 0}))
+        _append(conn, run_id, events)
         return run_id
 
     return write

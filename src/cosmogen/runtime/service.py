@@ -135,12 +135,13 @@ class Runtime:
                 version_id=saved.version_id,
                 event=event,
                 dry_run=dry_run,
+                claimed_by=self.worker_id if start else None,
             )(conn)
             return Submitted(run_id, saved.universe_id, saved.version_id, saved.number)
 
         submitted = await self.writer.write(write)
         if start:
-            self.dispatch(run_id)
+            self.dispatch(run_id, fresh=True)
         return submitted
 
     @property
@@ -168,15 +169,16 @@ class Runtime:
                 dry_run=dry_run,
                 launch_id=launch_id,
                 trigger_id=trigger_id,
+                claimed_by=self.worker_id,
             )
         )
-        self.dispatch(run_id)
+        self.dispatch(run_id, fresh=True)
         return run_id
 
-    def dispatch(self, run_id: str) -> asyncio.Task[RunStatus]:
+    def dispatch(self, run_id: str, *, fresh: bool = False) -> asyncio.Task[RunStatus]:
         task = self._tasks.get(run_id)
         if task is None or task.done():
-            task = asyncio.create_task(self._execute(run_id), name=f"run-{run_id}")
+            task = asyncio.create_task(self._execute(run_id, fresh), name=f"run-{run_id}")
             self._tasks[run_id] = task
         return task
 
@@ -209,10 +211,10 @@ class Runtime:
                 if run_id not in self._tasks or self._tasks[run_id].done():
                     self.dispatch(run_id)
 
-    async def _execute(self, run_id: str) -> RunStatus:
+    async def _execute(self, run_id: str, fresh: bool) -> RunStatus:
         async with self._slots:
             try:
-                return await self.executor.execute(run_id)
+                return await self.executor.execute(run_id, fresh=fresh)
             finally:
                 self._controls.discard(run_id)
 
