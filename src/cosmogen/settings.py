@@ -24,6 +24,7 @@ class Settings:
     crash_at: frozenset[str]
     host: str
     port: int
+    checkpoint_every: int = 64
 
     @classmethod
     def from_env(
@@ -52,6 +53,11 @@ class Settings:
             raise SettingsError(
                 f"COSMOGEN_TEST_CRASH_AT: unknown points {sorted(unknown)}; known: {sorted(CRASH_POINTS)}"
             )
+        every = env.get("COSMOGEN_CHECKPOINT_EVERY", "64")
+        if not every.isdigit() or int(every) < 1:
+            raise SettingsError(
+                f"COSMOGEN_CHECKPOINT_EVERY must be a whole number of nodes, 1 or more, not {every!r}"
+            )
         port_text = str(port) if port is not None else env.get("COSMOGEN_PORT", "8420")
         if not port_text.isdigit() or not 0 < int(port_text) < 65536:
             raise SettingsError(f"COSMOGEN_PORT must be a port number, not {port_text!r}")
@@ -62,11 +68,16 @@ class Settings:
             crash_at=crash_at,
             host=host or env.get("COSMOGEN_HOST", "127.0.0.1"),
             port=int(port_text),
+            checkpoint_every=int(every),
         )
 
     def runtime(self) -> RuntimeSettings:
         return RuntimeSettings(
-            data_dir=self.data_dir, database_url=self.database_url, egress=self.egress, crash_at=self.crash_at
+            data_dir=self.data_dir,
+            database_url=self.database_url,
+            egress=self.egress,
+            crash_at=self.crash_at,
+            checkpoint_every=self.checkpoint_every,
         )
 
 

@@ -84,6 +84,8 @@ def cosmogen(store: list[str], *args: str, crash_at: str | None = None) -> subpr
     env.pop("COSMOGEN_TEST_CRASH_AT", None)
     if crash_at:
         env["COSMOGEN_TEST_CRASH_AT"] = crash_at
+    if crash_at == "after-checkpoint":
+        env["COSMOGEN_CHECKPOINT_EVERY"] = "1"  # by default a 4-node run never checkpoints before its end
     return subprocess.run(
         [sys.executable, "-m", "cosmogen", *args, *store],
         capture_output=True,

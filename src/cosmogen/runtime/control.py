@@ -29,12 +29,11 @@ def act(run_id: str, action: RunAction, *, orphans_owned: bool = False) -> Write
     def write(conn: Connection) -> RunStatus:
         record = journal.load_run(conn, run_id)
         check_action(record.status, action)
-        log = EventLog(run_id)
         if record.status is RunStatus.RUNNING and not orphans_owned:
+            # Its executor owns the run's event log; it logs the request when it obeys it.
             journal.request_action(run_id, action.value)(conn)
-            log.add("run.requested", action=action.value)
-            journal.transition_events(conn, run_id, log)
             return RunStatus.RUNNING
+        log = EventLog(run_id, journal.next_event_seq(conn, run_id))
         target = {
             RunAction.PAUSE: RunStatus.PAUSED,
             RunAction.RESUME: RunStatus.QUEUED,

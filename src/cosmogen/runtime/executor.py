@@ -67,6 +67,18 @@ class _Stop:
 
 
 @dataclass
+class _Run:
+    """What one execution of a run carries from node to node."""
+
+    record: RunRecord
+    log: EventLog
+    history: dict[tuple[str, str, str], list[EffectRecord]]
+    inherited: dict[tuple[str, str], Any]
+    # An action another process asked for, seen when an outcome was recorded.
+    requested: str | None = None
+
+
+@dataclass
 class Executor:
     db: Database
     writer: GroupCommitWriter
@@ -79,21 +91,31 @@ class Executor:
     control_pending: Callable[[str], bool] = lambda _run_id: False
     _plans: OrderedDict[str, Plan] = field(default_factory=OrderedDict)
 
-    async def execute(self, run_id: str, *, fresh: bool = False) -> RunStatus:
-        """Run to an end, a pause or a question. `fresh`: this process just created the run already
-        started (journal.create_run with claimed_by), so there is no separate start to commit."""
-        with self.db.engine.connect() as conn:
-            record = journal.load_run(conn, run_id)
-            if record.status not in (RunStatus.QUEUED, RunStatus.RUNNING):
-                return record.status
-            plan = self._plan(conn, record.version_id)
-            log = EventLog(run_id)
-            history = journal.effects_of(conn, [run_id])
-            retry = _retry_info(record)
-            inherited = self._inherited_effects(conn, record.parent_run_id, retry)
+    async def execute(self, run_id: str, *, fresh: RunRecord | None = None) -> RunStatus:
+        """Run to an end, a pause or a question.
+
+        `fresh`: the record of a run this process has just created already started (journal.create_run
+        with claimed_by): nothing to read back and no separate start to commit.
+        """
         started = time.perf_counter()
-        if not fresh:
-            record = await self.writer.write(journal.start_run(run_id, self.worker_id, log))
+        if fresh is not None and fresh.parent_run_id is None:
+            record, retry = fresh, None
+            plan = self._plan_for(record.version_id)
+            log = EventLog(run_id, 2)  # create_run wrote run.queued and run.started
+            history: dict[tuple[str, str, str], list[EffectRecord]] = {}
+            inherited: dict[tuple[str, str], Any] = {}
+        else:
+            with self.db.engine.connect() as conn:
+                record = journal.load_run(conn, run_id)
+                if record.status not in (RunStatus.QUEUED, RunStatus.RUNNING):
+                    return record.status
+                plan = self._plan(conn, record.version_id)
+                log = EventLog(run_id, journal.next_event_seq(conn, run_id))
+                history = journal.effects_of(conn, [run_id])
+                retry = _retry_info(record)
+                inherited = self._inherited_effects(conn, record.parent_run_id, retry)
+            if fresh is None:
+                record = await self.writer.write(journal.start_run(run_id, self.worker_id, log))
         self._maybe_crash("after-start")
         run_meta = {
             "id": run_id,
@@ -110,6 +132,7 @@ class Executor:
             state.run = run_meta
         else:
             state = new_state(record.event, run_meta)
+        run = _Run(record, log, history, inherited)
         results: list[dict[str, Any]] = []
         index = record.cursor
         since_checkpoint = 0
@@ -117,7 +140,7 @@ class Executor:
             step = plan.steps[index]
             outcome = apply(state, plan, step)
             if step.bindings:
-                stop = await self._bindings(record, step, outcome, state, log, history, inherited)
+                stop = await self._bindings(run, step, outcome, state)
                 if isinstance(stop, _Stop):
                     await self.writer.write(
                         journal.transition(run_id, RunStatus.NEEDS_ATTENTION, log, error=stop.error)
@@ -130,15 +153,16 @@ class Executor:
             since_checkpoint += 1
             last = index == len(plan.steps)
             if not last and (
-                step.bindings or since_checkpoint >= self.checkpoint_every or self.control_pending(run_id)
+                run.requested or since_checkpoint >= self.checkpoint_every or self.control_pending(run_id)
             ):
                 action = await self.writer.write(
                     journal.checkpoint(run_id, index, state.to_json(), results, log)
                 )
                 self._maybe_crash("after-checkpoint")
-                results, since_checkpoint = [], 0
+                results, since_checkpoint, run.requested = [], 0, None
                 if action in ("pause", "cancel"):
                     target = RunStatus.PAUSED if action == "pause" else RunStatus.CANCELLED
+                    log.add("run.requested", action=action)
                     log.add(f"run.{target.value}", at_node=index)
                     await self.writer.write(journal.transition(run_id, target, log))
                     return target
@@ -174,15 +198,9 @@ class Executor:
     # --- bindings ---------------------------------------------------------------------------------
 
     async def _bindings(
-        self,
-        record: RunRecord,
-        step: PlanNode,
-        outcome: NodeOutcome,
-        state: FabricState,
-        log: EventLog,
-        history: dict[tuple[str, str, str], list[EffectRecord]],
-        inherited: dict[tuple[str, str], Any],
+        self, run: _Run, step: PlanNode, outcome: NodeOutcome, state: FabricState
     ) -> NodeOutcome | _Stop:
+        record, log = run.record, run.log
         fired = outcome.status == "complete"
         runnable = outcome.status != "error" and outcome.blocked_by is None
         for compiled in step.bindings:
@@ -208,7 +226,7 @@ class Executor:
                     result = {"dry_run": True, "status": None, "body": None, "request": _shown(request)}
                     log.add("effect.dry_run", node=step.id, binding=binding.id, request=_shown(request))
                 else:
-                    answer = await self._effect(record, step, compiled, request, log, history, inherited)
+                    answer = await self._effect(run, step, compiled, request)
                     if isinstance(answer, _Stop):
                         return answer
                     result = answer
@@ -219,19 +237,12 @@ class Executor:
         return state.outcomes[step.id]
 
     async def _effect(
-        self,
-        record: RunRecord,
-        step: PlanNode,
-        compiled: CompiledBinding,
-        request: RenderedRequest,
-        log: EventLog,
-        history: dict[tuple[str, str, str], list[EffectRecord]],
-        inherited: dict[tuple[str, str], Any],
+        self, run: _Run, step: PlanNode, compiled: CompiledBinding, request: RenderedRequest
     ) -> dict[str, Any] | _Stop:
-        binding = compiled.binding
-        if (step.id, binding.id) in inherited:
-            return dict(inherited[(step.id, binding.id)], reused_from_parent=True)
-        attempts = history.get((record.id, step.id, binding.id), [])
+        binding, record, log = compiled.binding, run.record, run.log
+        if (step.id, binding.id) in run.inherited:
+            return dict(run.inherited[(step.id, binding.id)], reused_from_parent=True)
+        attempts = run.history.get((record.id, step.id, binding.id), [])
         latest = attempts[-1] if attempts else None
         group = 0
         can_repeat = repeatable(request.method, binding.idempotency_header is not None)
@@ -241,9 +252,7 @@ class Executor:
             if latest.status == "marked_done":
                 return {"marked_done": True}
             if latest.status == "intent" and can_repeat:
-                return await self._call(
-                    record, step, compiled, request, log, latest.id, latest.idempotency_key
-                )
+                return await self._call(run, step, compiled, request, latest.id, latest.idempotency_key)
             if latest.status in ("intent", "ambiguous"):
                 if latest.status == "intent":
                     await self.writer.write(journal.set_effect_status(latest.id, "ambiguous"))
@@ -284,19 +293,18 @@ class Executor:
             )
         )
         self._maybe_crash("after-intent")
-        return await self._call(record, step, compiled, request, log, effect_id, key)
+        return await self._call(run, step, compiled, request, effect_id, key)
 
     async def _call(
         self,
-        record: RunRecord,
+        run: _Run,
         step: PlanNode,
         compiled: CompiledBinding,
         request: RenderedRequest,
-        log: EventLog,
         effect_id: int,
         key: str,
     ) -> dict[str, Any]:
-        binding = compiled.binding
+        binding, log = compiled.binding, run.log
         try:
             response = await self.http.send(
                 request, idempotency_key=key, key_header=binding.idempotency_header
@@ -315,11 +323,21 @@ class Executor:
             status = "succeeded"
         self._maybe_crash("after-call")
         log.add(f"effect.{status}", node=step.id, binding=binding.id, status=result.get("status"))
-        await self.writer.write(journal.record_outcome(effect_id, record.id, status, result, log))
+        run.requested = await self.writer.write(
+            journal.record_outcome(effect_id, run.record.id, status, result, log)
+        )
         self._maybe_crash("after-outcome")
         return result
 
     # --- helpers ----------------------------------------------------------------------------------
+
+    def _plan_for(self, version_id: str) -> Plan:
+        """The cached plan, reading the version only on a miss."""
+        plan = self._plans.get(version_id)
+        if plan is not None:
+            return plan
+        with self.db.engine.connect() as conn:
+            return self._plan(conn, version_id)
 
     def _plan(self, conn: Connection, version_id: str) -> Plan:
         plan = self._plans.get(version_id)

@@ -1,10 +1,12 @@
 """The run journal: every durable write of a run, as write functions for the group-commit writer, and
 the reads that resume a run. SQL for runs, node results, effects and run events lives here.
 
-What is committed when (ARCHITECTURE.md, "durability"): the run when it is queued and started; an
-effect's intent before its call and its outcome after; a checkpoint after every node that made a call;
-and the end. Pure operator nodes in between are recomputed from the last checkpoint on resume (the
-fabric is deterministic), so they cost no fsync of their own; their events ride in the next commit.
+What is committed when (ARCHITECTURE.md, "durability"): the run when it is queued (and started, in the
+same commit when this process runs it at once); an effect's intent before its call and its outcome
+after; a checkpoint every so many nodes or when someone asks to pause or cancel; and the end. Pure
+operator nodes are recomputed from the last checkpoint on resume (the fabric is deterministic) and
+recorded outcomes are reused, so neither costs an fsync of its own; their events ride in the next
+commit.
 """
 
 from __future__ import annotations
@@ -14,9 +16,10 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, func, insert, select, update
+from sqlalchemy import Connection, bindparam, func, insert, select, update
+from sqlalchemy.dialects import postgresql, sqlite
 
-from cosmogen.domain.runs import RunStatus, check_transition
+from cosmogen.domain.runs import TRANSITIONS, IllegalTransition, RunStatus
 from cosmogen.store.tables import effects, node_results, run_events, runs, universe_versions, utcnow
 from cosmogen.store.writer import WriteFn
 
@@ -61,22 +64,71 @@ class EffectRecord:
 
 @dataclass(slots=True)
 class EventLog:
-    """Events of one run waiting for the next commit. They are numbered when written, inside the
-    transaction, because other processes (a pause request, say) append to the same run's log."""
+    """Events of one run waiting for the next commit, numbered in order.
+
+    The process executing a run is the only writer of its events while it runs (a pause or cancel
+    from elsewhere only sets `requested_action`; the executor logs it when it obeys), so the numbers
+    are kept here instead of being read back on every commit; `next_seq` is read once when a run is
+    picked up. A second executor of the same run would collide on (run_id, seq) and fail its write.
+    """
 
     run_id: str
+    next_seq: int = 0
     pending: list[Event] = field(default_factory=list)
 
     def add(self, type_: str, **payload: Any) -> None:
         self.pending.append(Event(type_, payload))
 
-    def drain(self) -> list[Event]:
-        events, self.pending = self.pending, []
-        return events
+    def drain(self) -> list[dict[str, Any]]:
+        now = utcnow()
+        rows = [
+            {
+                "run_id": self.run_id,
+                "seq": self.next_seq + i,
+                "type": e.type,
+                "payload": e.payload,
+                "created_at": now,
+            }
+            for i, e in enumerate(self.pending)
+        ]
+        self.next_seq += len(self.pending)
+        self.pending = []
+        return rows
 
 
 class StaleRun(Exception):
     """The run's row is not in the state this write expected (another process moved it on)."""
+
+
+# Statements built once: rebuilding `update(...).values(...)` per call costs more CPU than the commit.
+_INSERT_RUN = insert(runs)
+_INSERT_EVENTS = insert(run_events)
+_INSERT_EFFECT = insert(effects)
+_UPDATE_EFFECT = (
+    update(effects)
+    .where(effects.c.id == bindparam("effect_id"))
+    .values(status=bindparam("status"), response=bindparam("response"), completed_at=bindparam("at"))
+)
+_CHECKPOINT = (
+    update(runs)
+    .where(runs.c.id == bindparam("rid"))
+    .values(cursor=bindparam("cursor"), state=bindparam("state"), updated_at=bindparam("at"))
+    .returning(runs.c.requested_action)
+)
+_REQUESTED = select(runs.c.requested_action).where(runs.c.id == bindparam("rid"))
+_SUMMARY = (
+    update(universe_versions)
+    .where(
+        universe_versions.c.id
+        == select(runs.c.version_id).where(runs.c.id == bindparam("rid")).scalar_subquery()
+    )
+    .values(last_run_summary=bindparam("summary"))
+)
+# For each target status, the statuses a run may come from (domain/runs.py decides; SQL enforces).
+_SOURCES = {
+    target: tuple(source.value for source, targets in TRANSITIONS.items() if target in targets)
+    for target in RunStatus
+}
 
 
 # --- writes ---------------------------------------------------------------------------------------
@@ -94,38 +146,58 @@ def create_run(
     launch_id: str | None = None,
     trigger_id: str | None = None,
     claimed_by: str | None = None,
-) -> WriteFn[str]:
+) -> WriteFn[RunRecord]:
     """Queue a run; with `claimed_by`, also start it for that worker in the same commit (one fsync
-    fewer for a run this process executes at once)."""
+    fewer for a run this process executes at once). Returns the record as written."""
 
-    def write(conn: Connection) -> str:
+    def write(conn: Connection) -> RunRecord:
         now = utcnow()
         started = claimed_by is not None
         conn.execute(
-            insert(runs).values(
-                id=run_id,
-                universe_id=universe_id,
-                version_id=version_id,
-                launch_id=launch_id,
-                trigger_id=trigger_id,
-                parent_run_id=parent_run_id,
-                status=(RunStatus.RUNNING if started else RunStatus.QUEUED).value,
-                dry_run=dry_run,
-                event=event,
-                cursor=0,
-                state=state or {},
-                created_at=now,
-                updated_at=now,
-                worker_id=claimed_by,
-                attempt=1 if started else 0,
-                started_at=now if started else None,
-            )
+            _INSERT_RUN,
+            {
+                "id": run_id,
+                "universe_id": universe_id,
+                "version_id": version_id,
+                "launch_id": launch_id,
+                "trigger_id": trigger_id,
+                "parent_run_id": parent_run_id,
+                "status": (RunStatus.RUNNING if started else RunStatus.QUEUED).value,
+                "dry_run": dry_run,
+                "event": event,
+                "cursor": 0,
+                "state": state or {},
+                "created_at": now,
+                "updated_at": now,
+                "worker_id": claimed_by,
+                "attempt": 1 if started else 0,
+                "started_at": now if started else None,
+            },
         )
-        events = [Event("run.queued", {"dry_run": dry_run, "parent": parent_run_id})]
+        log = EventLog(run_id)
+        log.add("run.queued", dry_run=dry_run, parent=parent_run_id)
         if started:
-            events.append(Event("run.started", {"attempt": 1, "resumed_at": 0}))
-        _append(conn, run_id, events)
-        return run_id
+            log.add("run.started", attempt=1, resumed_at=0)
+        _append(conn, log)
+        return RunRecord(
+            id=run_id,
+            universe_id=universe_id,
+            version_id=version_id,
+            status=RunStatus.RUNNING if started else RunStatus.QUEUED,
+            dry_run=dry_run,
+            event=event,
+            cursor=0,
+            state=state or {},
+            requested_action=None,
+            error=None,
+            attempt=1 if started else 0,
+            parent_run_id=parent_run_id,
+            launch_id=launch_id,
+            trigger_id=trigger_id,
+            created_at=now,
+            started_at=now if started else None,
+            finished_at=None,
+        )
 
     return write
 
@@ -151,7 +223,7 @@ def start_run(run_id: str, worker_id: str, log: EventLog) -> WriteFn[RunRecord]:
         )
         record.attempt += 1
         log.add("run.started", attempt=record.attempt, resumed_at=record.cursor)
-        _append(conn, run_id, log.drain())
+        _append(conn, log)
         return record
 
     return write
@@ -164,12 +236,11 @@ def checkpoint(
 
     def write(conn: Connection) -> str | None:
         now = utcnow()
-        conn.execute(
-            update(runs).where(runs.c.id == run_id).values(cursor=cursor, state=state, updated_at=now)
-        )
+        action = conn.execute(
+            _CHECKPOINT, {"rid": run_id, "cursor": cursor, "state": state, "at": now}
+        ).scalar_one()
         _put_results(conn, run_id, results, now)
-        _append(conn, run_id, log.drain())
-        action = conn.execute(select(runs.c.requested_action).where(runs.c.id == run_id)).scalar_one()
+        _append(conn, log)
         return None if action is None else str(action)
 
     return write
@@ -189,8 +260,6 @@ def transition(
     """Move the run to `target` if the state machine allows it, with its last checkpoint and events."""
 
     def write(conn: Connection) -> None:
-        record = _load(conn, run_id)
-        check_transition(record.status, target)
         now = utcnow()
         values: dict[str, Any] = {"status": target.value, "updated_at": now, "requested_action": None}
         if cursor is not None:
@@ -201,15 +270,16 @@ def transition(
             values["error"] = error
         if target.terminal:
             values["finished_at"] = now
-        conn.execute(update(runs).where(runs.c.id == run_id).values(**values))
+        # The status check rides in the UPDATE itself: no read first, and no race with another process.
+        moved = conn.execute(
+            update(runs).where(runs.c.id == run_id, runs.c.status.in_(_SOURCES[target])).values(**values)
+        ).rowcount
+        if moved != 1:
+            raise IllegalTransition(_load(conn, run_id).status, target)
         _put_results(conn, run_id, results, now)
-        _append(conn, run_id, log.drain())
+        _append(conn, log)
         if summary is not None:
-            conn.execute(
-                update(universe_versions)
-                .where(universe_versions.c.id == record.version_id)
-                .values(last_run_summary=summary)
-            )
+            conn.execute(_SUMMARY, {"rid": run_id, "summary": summary})
 
     return write
 
@@ -227,20 +297,21 @@ def record_intent(
 ) -> WriteFn[int]:
     def write(conn: Connection) -> int:
         result = conn.execute(
-            insert(effects).values(
-                run_id=run_id,
-                node_id=node_id,
-                binding_id=binding_id,
-                attempt_group=group,
-                idempotency_key=key,
-                method=method,
-                url=url,
-                request=request,
-                status="intent",
-                created_at=utcnow(),
-            )
+            _INSERT_EFFECT,
+            {
+                "run_id": run_id,
+                "node_id": node_id,
+                "binding_id": binding_id,
+                "attempt_group": group,
+                "idempotency_key": key,
+                "method": method,
+                "url": url,
+                "request": request,
+                "status": "intent",
+                "created_at": utcnow(),
+            },
         )
-        _append(conn, run_id, log.drain())
+        _append(conn, log)
         primary = result.inserted_primary_key
         assert primary is not None
         return int(primary[0])
@@ -248,14 +319,18 @@ def record_intent(
     return write
 
 
-def record_outcome(effect_id: int, run_id: str, status: str, response: Any, log: EventLog) -> WriteFn[None]:
-    def write(conn: Connection) -> None:
+def record_outcome(
+    effect_id: int, run_id: str, status: str, response: Any, log: EventLog
+) -> WriteFn[str | None]:
+    """Record a call's outcome; returns the action another process requested meanwhile, if any."""
+
+    def write(conn: Connection) -> str | None:
         conn.execute(
-            update(effects)
-            .where(effects.c.id == effect_id)
-            .values(status=status, response=response, completed_at=utcnow())
+            _UPDATE_EFFECT, {"effect_id": effect_id, "status": status, "response": response, "at": utcnow()}
         )
-        _append(conn, run_id, log.drain())
+        _append(conn, log)
+        action = conn.execute(_REQUESTED, {"rid": run_id}).scalar_one()
+        return None if action is None else str(action)
 
     return write
 
@@ -276,9 +351,10 @@ def request_action(run_id: str, action: str | None) -> WriteFn[None]:
     return write
 
 
-def transition_events(conn: Connection, run_id: str, log: EventLog) -> None:
-    """Append the pending events alone (for changes that are not a status transition)."""
-    _append(conn, run_id, log.drain())
+def append_events(conn: Connection, log: EventLog) -> None:
+    """Append pending events of a run that no executor is running (numbered after the last one)."""
+    log.next_seq = next_event_seq(conn, log.run_id)
+    _append(conn, log)
 
 
 # --- reads ----------------------------------------------------------------------------------------
@@ -369,28 +445,22 @@ def _load(conn: Connection, run_id: str) -> RunRecord:
     )
 
 
-def _append(conn: Connection, run_id: str, events: list[Event]) -> None:
-    if events:
-        first = next_event_seq(conn, run_id)
-        now = utcnow()
-        conn.execute(
-            insert(run_events),
-            [
-                {"run_id": run_id, "seq": first + i, "type": e.type, "payload": e.payload, "created_at": now}
-                for i, e in enumerate(events)
-            ],
-        )
+def _append(conn: Connection, log: EventLog) -> None:
+    rows = log.drain()
+    if rows:
+        conn.execute(_INSERT_EVENTS, rows)
 
 
 def _put_results(conn: Connection, run_id: str, results: Sequence[dict[str, Any]], now: datetime) -> None:
     """Insert node results; a node recomputed after a crash replaces its earlier row."""
     if not results:
         return
-    ids = [r["node_id"] for r in results]
+    rows = [{"run_id": run_id, "started_at": now, "finished_at": now, **r} for r in results]
+    stmt = (postgresql if conn.dialect.name == "postgresql" else sqlite).insert(node_results)
     conn.execute(
-        node_results.delete().where(node_results.c.run_id == run_id, node_results.c.node_id.in_(ids))
-    )
-    conn.execute(
-        insert(node_results),
-        [{"run_id": run_id, "started_at": now, "finished_at": now, **r} for r in results],
+        stmt.on_conflict_do_update(
+            index_elements=[node_results.c.run_id, node_results.c.node_id],
+            set_={name: stmt.excluded[name] for name in ("seq", "status", "output", "error", "finished_at")},
+        ),
+        rows,
     )

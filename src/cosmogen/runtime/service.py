@@ -31,6 +31,9 @@ class RuntimeSettings:
     crash_at: frozenset[str] = frozenset()
     workspace: str = "default"
     poll_interval_s: float = 0.5
+    # Nodes between checkpoints at most: bounds recomputation after a crash, and how long a pause or
+    # cancel from another process waits when no call is recorded in between.
+    checkpoint_every: int = 64
 
     def open_database(self) -> Database:
         """PostgreSQL when a URL is set, else the embedded SQLite database in the data directory."""
@@ -71,6 +74,7 @@ class Runtime:
             http,
             self.worker_id,
             crash_at=settings.crash_at,
+            checkpoint_every=settings.checkpoint_every,
             control_pending=self._controls.__contains__,
         )
         self._slots = asyncio.Semaphore(settings.concurrency)
@@ -125,11 +129,11 @@ class Runtime:
         run_id = new_id()
         event = {"name": "manual", "data": {}, **(event or {})}
 
-        def write(conn: Any) -> Submitted:
+        def write(conn: Any) -> tuple[Submitted, journal.RunRecord]:
             saved = repos.save_version(
                 conn, workspace_id=self.settings.workspace, name=name, document=document
             )
-            journal.create_run(
+            record = journal.create_run(
                 run_id=run_id,
                 universe_id=saved.universe_id,
                 version_id=saved.version_id,
@@ -137,11 +141,11 @@ class Runtime:
                 dry_run=dry_run,
                 claimed_by=self.worker_id if start else None,
             )(conn)
-            return Submitted(run_id, saved.universe_id, saved.version_id, saved.number)
+            return Submitted(run_id, saved.universe_id, saved.version_id, saved.number), record
 
-        submitted = await self.writer.write(write)
+        submitted, record = await self.writer.write(write)
         if start:
-            self.dispatch(run_id, fresh=True)
+            self.dispatch(run_id, fresh=record)
         return submitted
 
     @property
@@ -160,7 +164,7 @@ class Runtime:
     ) -> str:
         """Queue and dispatch a run of a saved version (what triggers and launches do)."""
         run_id = new_id()
-        await self.writer.write(
+        record = await self.writer.write(
             journal.create_run(
                 run_id=run_id,
                 universe_id=universe_id,
@@ -172,10 +176,10 @@ class Runtime:
                 claimed_by=self.worker_id,
             )
         )
-        self.dispatch(run_id, fresh=True)
+        self.dispatch(run_id, fresh=record)
         return run_id
 
-    def dispatch(self, run_id: str, *, fresh: bool = False) -> asyncio.Task[RunStatus]:
+    def dispatch(self, run_id: str, *, fresh: journal.RunRecord | None = None) -> asyncio.Task[RunStatus]:
         task = self._tasks.get(run_id)
         if task is None or task.done():
             task = asyncio.create_task(self._execute(run_id, fresh), name=f"run-{run_id}")
@@ -211,7 +215,7 @@ class Runtime:
                 if run_id not in self._tasks or self._tasks[run_id].done():
                     self.dispatch(run_id)
 
-    async def _execute(self, run_id: str, fresh: bool) -> RunStatus:
+    async def _execute(self, run_id: str, fresh: journal.RunRecord | None) -> RunStatus:
         async with self._slots:
             try:
                 return await self.executor.execute(run_id, fresh=fresh)

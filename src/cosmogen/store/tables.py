@@ -302,3 +302,21 @@ webhook_deliveries = Table(
     Column("received_at", UTCDateTime(), nullable=False, default=utcnow),
     UniqueConstraint("trigger_id", "delivery_key"),  # replay protection: a second insert fails
 )
+
+TRIGGER_FIRE_STATUSES = ("claimed", "started", "failed", "deferred")
+
+trigger_fires = Table(
+    "trigger_fires",
+    metadata,
+    # One row per (trigger, tick) that the scheduler fired or queued: the primary key makes "never fire a
+    # tick twice" a database invariant, whatever any scheduler process believes (reliability.md, Cron).
+    Column("trigger_id", Text, ForeignKey("triggers.id", ondelete="CASCADE"), nullable=False),
+    Column("tick", UTCDateTime(), nullable=False),
+    # claimed: won by a scheduler, run not created yet (counts as in flight); started: run_id is set;
+    # failed: start_run raised; deferred: waiting for the trigger's runs to finish (overlap "queue").
+    Column("status", Text, nullable=False),
+    Column("run_id", Text, nullable=True),
+    Column("claimed_at", UTCDateTime(), nullable=False),
+    PrimaryKeyConstraint("trigger_id", "tick"),
+    CheckConstraint(_in("status", TRIGGER_FIRE_STATUSES), name="status"),
+)
