@@ -1,0 +1,167 @@
+"""DUR-01 (CI size): 200 runs, 20 SIGKILLs of the runtime process at random moments, restarts until
+every acknowledged run has ended. Half the runs call an idempotent sink (keyed POST), half an
+at-most-once sink (bare POST). Nothing acknowledged may be lost; the idempotent sink sees each run's
+call once after dedup by key; the at-most-once sink never sees a run's call twice, and a run killed
+inside that call ends in needs_attention with its effect ambiguous."""
+
+from __future__ import annotations
+
+import itertools
+import os
+import random
+import signal
+import sqlite3
+import subprocess
+import sys
+import threading
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import select
+
+from cosmogen.store import Database, GroupCommitWriter, migrate, repos
+from cosmogen.store.tables import effects, node_results, runs
+from cosmogen.testing.echo import EchoServer, ThreadedEchoServer
+
+RUNS = 200
+KILLS = 20
+CHILD = Path(__file__).with_name("dur01_child.py")
+
+
+def document(echo: EchoServer, keyed: bool) -> dict[str, Any]:
+    binding: dict[str, Any] = {
+        "id": "pay",
+        "node": "charge",
+        "request": {"url": echo.url + ("/keyed" if keyed else "/bare"), "body": {"run": "{{ run.id }}"}},
+    }
+    if keyed:
+        binding["idempotency_header"] = "Idempotency-Key"
+    nodes = [{"id": "start", "type": "begin", "entity": "order:1", "properties": {"n": 0}}]
+    nodes += [
+        {"id": f"step{i}", "type": "become", "entity": "order:1", "transform": {"n": "n + 1"}}
+        for i in range(1, 4)
+    ]
+    nodes.insert(2, {"id": "charge", "type": "become", "entity": "order:1", "transform": {"charged": "true"}})
+    ids = [n["id"] for n in nodes]
+    return {
+        "cosmogen": "universe/1",
+        "name": "dur01",
+        "nodes": nodes,
+        "edges": [{"source": a, "target": b} for a, b in itertools.pairwise(ids)],
+        "bindings": [binding],
+    }
+
+
+def test_random_kills_lose_no_acknowledged_run(tmp_path: Path) -> None:
+    seed = int(os.environ.get("COSMOGEN_DUR01_SEED", "20261128"))
+    rng = random.Random(seed)
+    data = tmp_path / "data"
+    with ThreadedEchoServer() as echo:
+        db = Database.open(data_dir=data)
+        migrate.upgrade(db)
+        with GroupCommitWriter(db) as writer:
+            keyed = writer.submit(
+                lambda c: repos.save_version(
+                    c, workspace_id="default", name="dur01", document=document(echo, True)
+                )
+            ).result()
+            bare = writer.submit(
+                lambda c: repos.save_version(
+                    c, workspace_id="default", name="dur01", document=document(echo, False)
+                )
+            ).result()
+        db.close()
+        acked: set[str] = set()
+        kills = restarts = 0
+        done = False
+        while not done:
+            restarts += 1
+            assert restarts < KILLS + 10, f"no progress (seed {seed})"
+            remaining = max(RUNS - len(acked), 0)
+            kill_after = rng.randint(1, 25) if kills < KILLS else None
+            done, killed = _one_life(
+                data, keyed.version_id, bare.version_id, keyed.universe_id, remaining, acked, kill_after, rng
+            )
+            kills += killed
+        assert kills == KILLS, f"only {kills} kills landed (seed {seed})"
+        _check(data, acked, echo, keyed.version_id, seed)
+
+
+def _one_life(
+    data: Path,
+    keyed: str,
+    bare: str,
+    universe: str,
+    count: int,
+    acked: set[str],
+    kill_after: int | None,
+    rng: random.Random,
+) -> tuple[bool, int]:
+    """Run the child until DONE, or SIGKILL it a random moment after its `kill_after`-th ACK."""
+    process = subprocess.Popen(
+        [sys.executable, str(CHILD), str(data), keyed, bare, universe, str(count)],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert process.stdout is not None
+    seen = 0
+    killed = False
+    timer: threading.Timer | None = None
+    try:
+        for line in process.stdout:
+            if line.startswith("ACK "):
+                acked.add(line.split()[1])
+                seen += 1
+                if kill_after is not None and seen == kill_after and timer is None:
+                    timer = threading.Timer(rng.uniform(0.0, 0.3), process.send_signal, [signal.SIGKILL])
+                    timer.start()
+            elif line.startswith("DONE"):
+                break
+        if kill_after is not None and timer is None:
+            process.send_signal(signal.SIGKILL)  # it finished its submissions before the chosen ACK
+        process.wait(timeout=120)
+    finally:
+        if timer is not None:
+            timer.cancel()
+        process.stdout.close()
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+    killed = process.returncode == -signal.SIGKILL
+    return (not killed and process.returncode == 0), int(killed)
+
+
+def _check(data: Path, acked: set[str], echo: EchoServer, keyed_version: str, seed: int) -> None:
+    db = Database.open(data_dir=data)
+    try:
+        with db.engine.connect() as conn:
+            rows = {r.id: r for r in conn.execute(select(runs.c.id, runs.c.status, runs.c.version_id))}
+            effect_rows = list(conn.execute(select(effects.c.run_id, effects.c.status)))
+            result_counts = Counter(r.run_id for r in conn.execute(select(node_results.c.run_id)))
+    finally:
+        db.close()
+    context = f"(seed {seed})"
+    assert acked <= rows.keys(), f"acknowledged runs lost {context}"
+    assert len(acked) >= RUNS
+    effects_by_run: dict[str, list[str]] = {}
+    for row in effect_rows:
+        effects_by_run.setdefault(row.run_id, []).append(row.status)
+    bare_deliveries = Counter(r.body["run"] for r in echo.requests if r.path == "/bare")
+    keyed_deliveries = Counter(key.split(":")[0] for key in echo.keys)
+    for run_id, row in rows.items():
+        if row.version_id == keyed_version:
+            assert row.status == "succeeded", f"{run_id} is {row.status} {context}"
+            assert keyed_deliveries[run_id] == 1, f"{run_id}: keys {keyed_deliveries[run_id]} {context}"
+        else:
+            assert row.status in ("succeeded", "needs_attention"), f"{run_id} is {row.status} {context}"
+            assert bare_deliveries[run_id] <= 1, f"{run_id} delivered twice at most-once sink {context}"
+            if row.status == "needs_attention":
+                assert effects_by_run[run_id] == ["ambiguous"], context
+        if row.status == "succeeded":
+            assert result_counts[run_id] == 5, context
+    conn_check = sqlite3.connect(data / "cosmogen.db")
+    try:
+        assert conn_check.execute("PRAGMA integrity_check").fetchone() == ("ok",)
+    finally:
+        conn_check.close()
