@@ -206,9 +206,14 @@ def import_command(file: str, output: str | None) -> None:
 
 
 @cli.command("bench")
-@click.argument("name", type=click.Choice(["chain40", "throughput", "commit"]))
+@click.argument("name", type=click.Choice(["chain40", "throughput", "crash", "commit"]))
 @click.option("--json", "as_json", is_flag=True, help="Print the figures as one JSON object.")
-@click.option("--repeat", default=None, type=int, help="Measured rounds (default: 7, throughput 3).")
+@click.option(
+    "--repeat",
+    default=None,
+    type=int,
+    help="Measured rounds (default: 7, throughput 3); for crash: kills (100).",
+)
 def bench_command(name: str, as_json: bool, repeat: int | None) -> None:
     """Run a benchmark workload from docs/benchmarks.md and print its figures."""
     if name == "chain40":
@@ -216,6 +221,11 @@ def bench_command(name: str, as_json: bool, repeat: int | None) -> None:
 
         figures = chain.run(repeat=repeat or 7)
         text = chain.describe(figures)
+    elif name == "crash":
+        from cosmogen.bench import crash
+
+        figures = crash.run(kills=repeat or 100)
+        text = crash.describe(figures)
     elif name == "throughput":
         from cosmogen.bench import throughput
 
