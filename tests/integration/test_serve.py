@@ -98,3 +98,45 @@ def test_a_second_serve_on_the_same_data_dir_is_refused(
     )
     assert second.returncode != 0
     assert "another cosmogen process owns" in second.stderr
+
+
+def _runs(cosmogen: CLI) -> list[dict[str, object]]:
+    return list(json.loads(cosmogen("runs", "list", "--json", "--limit", "100").stdout))
+
+
+def test_interval_and_webhook_launches_run_under_serve(
+    served: tuple[str, subprocess.Popen[str]], cosmogen: CLI
+) -> None:
+    url, _ = served
+    created = cosmogen(
+        "launch", str(EXAMPLES / "banking.json"), "--trigger", "interval:1", "--trigger", "webhook", "--json"
+    )
+    assert created.returncode == 0, created.stderr
+    launch = json.loads(created.stdout)
+    assert launch["status"] == "live"
+    assert launch["dry_run"] is True
+    (path,) = launch["webhook_paths"].values()
+    deadline = time.monotonic() + 30
+    while len(_runs(cosmogen)) < 2 and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert len(_runs(cosmogen)) >= 2  # the interval trigger fired on its own
+
+    request = urllib.request.Request(  # noqa: S310 (our server on 127.0.0.1)
+        url + path,
+        data=json.dumps({"amount": 5}).encode(),
+        method="POST",
+        headers={"Content-Type": "application/json", "X-Cosmogen-Delivery": "d-1"},
+    )
+    with urllib.request.urlopen(request, timeout=10) as response:  # noqa: S310 (our server)
+        assert response.status == 202
+        run_id = json.loads(response.read())["run_id"]
+    with urllib.request.urlopen(request, timeout=10) as response:  # noqa: S310 (our server)
+        assert json.loads(response.read())["duplicate"] is True
+    shown = json.loads(cosmogen("runs", "show", run_id, "--json").stdout)
+    assert shown["dry_run"] is True
+
+    stopped = json.loads(cosmogen("launches", "stop", launch["id"], "--json").stdout)
+    assert stopped["status"] == "draft"
+    settled = len(_runs(cosmogen))
+    time.sleep(2.5)
+    assert len(_runs(cosmogen)) == settled  # a stopped launch fires nothing

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
+from datetime import UTC, datetime
 
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -11,7 +13,13 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route
 
 from cosmogen import __version__
+from cosmogen.api.webhooks import webhook_routes
+from cosmogen.runtime.scheduler import Scheduler
 from cosmogen.runtime.service import Runtime
+
+
+def _utc_now() -> datetime:
+    return datetime.now(UTC)
 
 
 def create_app(open_runtime: Callable[[], Awaitable[Runtime]]) -> Starlette:
@@ -21,9 +29,16 @@ def create_app(open_runtime: Callable[[], Awaitable[Runtime]]) -> Starlette:
         app.state.runtime = runtime
         await runtime.recover()
         runtime.start_polling()
+        clock = _utc_now
+        # Routes that need the store join once it is open (the app is built before the runtime exists).
+        app.router.routes.extend(webhook_routes(runtime.db, runtime.writer, runtime.start_run, clock))
+        scheduler = Scheduler(runtime.db, runtime.writer, runtime.start_run, clock)
+        ticking = asyncio.create_task(scheduler.run_forever(), name="scheduler")
         try:
             yield
         finally:
+            ticking.cancel()
+            await asyncio.gather(ticking, return_exceptions=True)
             await runtime.close()
 
     async def healthz(request: Request) -> JSONResponse:

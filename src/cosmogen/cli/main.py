@@ -29,7 +29,7 @@ class _Group(click.Group):
     """
 
     def list_commands(self, ctx: click.Context) -> list[str]:
-        return sorted([*super().list_commands(ctx), "runs", "serve"])
+        return sorted([*super().list_commands(ctx), "launch", "launches", "runs", "serve"])
 
     def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
         if cmd_name == "runs":
@@ -40,6 +40,14 @@ class _Group(click.Group):
             from cosmogen.cli.serve import serve_command
 
             return serve_command
+        if cmd_name == "launch":
+            from cosmogen.cli.launch_commands import launch_command
+
+            return launch_command
+        if cmd_name == "launches":
+            from cosmogen.cli.launch_commands import launches_group
+
+            return launches_group
         return super().get_command(ctx, cmd_name)
 
     def main(self, *args: Any, **kwargs: Any) -> Any:
