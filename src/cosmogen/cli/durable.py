@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Callable
 from typing import Any
 
 from sqlalchemy import select
@@ -23,7 +24,13 @@ SETTLED = frozenset(
 
 
 async def run_document(
-    settings: Settings, document: dict[str, Any], event: dict[str, Any], *, dry_run: bool, detach: bool
+    settings: Settings,
+    document: dict[str, Any],
+    event: dict[str, Any],
+    *,
+    dry_run: bool,
+    detach: bool,
+    on_node: Callable[[], None] = lambda: None,
 ) -> tuple[str, dict[str, Any] | None]:
     """Run in this process if it can own the data directory; otherwise queue it for the process that does
     (`cosmogen serve`) and wait. Returns the run id and, unless detached, its report."""
@@ -31,6 +38,7 @@ async def run_document(
         runtime = await Runtime.open(settings.runtime())
     except DataDirBusy:
         return await _queue_for_owner(settings, document, event, dry_run=dry_run, detach=detach)
+    runtime.executor.on_node = lambda _run, _node: on_node()
     try:
         submitted = await runtime.submit(document, event=event, dry_run=dry_run, start=not detach)
         if detach:

@@ -154,9 +154,12 @@ def run_command(
         render.diagnostics([d for d in loaded.diagnostics if d.severity == "warning"])
     document = loaded.universe.model_dump(mode="json", exclude_none=True)
     try:
-        run_id, result = asyncio.run(
-            durable.run_document(settings, document, event, dry_run=dry_run, detach=detach)
-        )
+        with render.progress(len(plan.steps), enabled=not as_json and not quiet and not detach) as advance:
+            run_id, result = asyncio.run(
+                durable.run_document(
+                    settings, document, event, dry_run=dry_run, detach=detach, on_node=advance
+                )
+            )
     except DatabaseError as exc:
         click.echo(f"error: {exc}", err=True)
         sys.exit(EXIT_INVALID)

@@ -89,6 +89,8 @@ class Executor:
     checkpoint_every: int = 64
     crash_at: frozenset[str] = frozenset()
     control_pending: Callable[[str], bool] = lambda _run_id: False
+    # Told (run id, node id) after each node, e.g. for a progress bar; must be quick and never raise.
+    on_node: Callable[[str, str], None] = lambda _run_id, _node_id: None
     _plans: OrderedDict[str, Plan] = field(default_factory=OrderedDict)
 
     async def execute(self, run_id: str, *, fresh: RunRecord | None = None) -> RunStatus:
@@ -149,6 +151,7 @@ class Executor:
                 outcome = stop
             results.append(_result_row(step, index, outcome, state))
             log.add("node.finished", node=step.id, status=outcome.status, reason=outcome.reason or None)
+            self.on_node(run_id, step.id)
             index += 1
             since_checkpoint += 1
             last = index == len(plan.steps)
