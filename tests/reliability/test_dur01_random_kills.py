@@ -9,11 +9,8 @@ from __future__ import annotations
 import itertools
 import os
 import random
-import signal
 import sqlite3
-import subprocess
 import sys
-import threading
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -22,11 +19,11 @@ from sqlalchemy import select
 
 from cosmogen.store import Database, GroupCommitWriter, migrate, repos
 from cosmogen.store.tables import effects, node_results, runs
+from cosmogen.testing.chaos import run_and_kill
 from cosmogen.testing.echo import EchoServer, ThreadedEchoServer
 
 RUNS = 200
 KILLS = 20
-CHILD = Path(__file__).with_name("dur01_child.py")
 
 
 def document(echo: EchoServer, keyed: bool) -> dict[str, Any]:
@@ -98,38 +95,24 @@ def _one_life(
     kill_after: int | None,
     rng: random.Random,
 ) -> tuple[bool, int]:
-    """Run the child until DONE, or SIGKILL it a random moment after its `kill_after`-th ACK."""
-    process = subprocess.Popen(
-        [sys.executable, str(CHILD), str(data), keyed, bare, universe, str(count)],
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-    assert process.stdout is not None
-    seen = 0
-    killed = False
-    timer: threading.Timer | None = None
-    try:
-        for line in process.stdout:
-            if line.startswith("ACK "):
-                acked.add(line.split()[1])
-                seen += 1
-                if kill_after is not None and seen == kill_after and timer is None:
-                    timer = threading.Timer(rng.uniform(0.0, 0.3), process.send_signal, [signal.SIGKILL])
-                    timer.start()
-            elif line.startswith("DONE"):
-                break
-        if kill_after is not None and timer is None:
-            process.send_signal(signal.SIGKILL)  # it finished its submissions before the chosen ACK
-        process.wait(timeout=120)
-    finally:
-        if timer is not None:
-            timer.cancel()
-        process.stdout.close()
-        if process.poll() is None:
-            process.kill()
-            process.wait()
-    killed = process.returncode == -signal.SIGKILL
-    return (not killed and process.returncode == 0), int(killed)
+    """Run the runtime process until DONE, or SIGKILL it a random moment after its `kill_after`-th ACK."""
+
+    def on_line(line: str) -> None:
+        if line.startswith("ACK "):
+            acked.add(line.split()[1])
+
+    command = [
+        sys.executable,
+        "-m",
+        "cosmogen.bench.crash_worker",
+        str(data),
+        universe,
+        str(count),
+        keyed,
+        bare,
+    ]
+    done, killed = run_and_kill(command, on_line, kill_after=kill_after, rng=rng, jitter_s=0.3)
+    return done, int(killed)
 
 
 def _check(data: Path, acked: set[str], echo: EchoServer, keyed_version: str, seed: int) -> None:

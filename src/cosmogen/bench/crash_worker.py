@@ -1,7 +1,8 @@
 """The runtime process that `cosmogen bench crash` kills: resumes what its predecessor left, submits
 the runs it is asked for and reports `RECOVERED n seconds`, `ACK id` and `DONE` on stdout.
 
-Usage: python -m cosmogen.bench.crash_worker DATA_DIR VERSION_ID UNIVERSE_ID COUNT
+Usage: python -m cosmogen.bench.crash_worker DATA_DIR UNIVERSE_ID COUNT VERSION_ID [VERSION_ID ...]
+(runs alternate between the versions given).
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from cosmogen.integrations.egress import EgressPolicy
 from cosmogen.runtime.service import Runtime, RuntimeSettings
 
 
-async def main(data_dir: Path, version_id: str, universe_id: str, count: int) -> None:
+async def main(data_dir: Path, universe_id: str, count: int, version_ids: list[str]) -> None:
     started = time.perf_counter()
     settings = RuntimeSettings(
         data_dir=data_dir, egress=EgressPolicy.from_strings(networks="127.0.0.1/32"), concurrency=16
@@ -25,8 +26,8 @@ async def main(data_dir: Path, version_id: str, universe_id: str, count: int) ->
         recovered = await runtime.recover()
         print(f"RECOVERED {len(recovered)} {time.perf_counter() - started:.4f}", flush=True)
         submitted = []
-        for _ in range(count):
-            submitted.append(await runtime.start_run(universe_id, version_id))
+        for i in range(count):
+            submitted.append(await runtime.start_run(universe_id, version_ids[i % len(version_ids)]))
             print(f"ACK {submitted[-1]}", flush=True)
         await asyncio.gather(*(runtime.wait(r) for r in [*recovered, *submitted]))
         print("DONE", flush=True)
@@ -35,4 +36,4 @@ async def main(data_dir: Path, version_id: str, universe_id: str, count: int) ->
 
 
 if __name__ == "__main__":
-    asyncio.run(main(Path(sys.argv[1]), sys.argv[2], sys.argv[3], int(sys.argv[4])))
+    asyncio.run(main(Path(sys.argv[1]), sys.argv[2], int(sys.argv[3]), sys.argv[4:]))

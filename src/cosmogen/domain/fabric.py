@@ -282,9 +282,7 @@ def _begin(state: FabricState, plan: Plan, step: PlanNode) -> NodeOutcome:
     assert isinstance(node, BeginNode)
     before = state.main.entities.get(node.entity)
     after = dict(node.properties)
-    state.main.entities[node.entity] = after
-    _record(state, step, node.entity, MAIN, before, after, f"{node.entity} begins with {_describe(after)}")
-    _enforce_laws(state, plan, step, node.entity)
+    _change(state, plan, step, node.entity, before, after, f"{node.entity} begins with {_describe(after)}")
     return NodeOutcome(step.id, "complete")
 
 
@@ -300,9 +298,7 @@ def _become(state: FabricState, plan: Plan, step: PlanNode) -> NodeOutcome:
     if step.trigger is not None and not _truth(step.trigger, scope, "trigger"):
         return NodeOutcome(step.id, "skipped", f"trigger is false: {step.trigger.source}")
     after = {**before, **_evaluate_map(step.transform, scope, "transform")}
-    state.main.entities[node.entity] = after
-    _record(state, step, node.entity, MAIN, before, after, f"{node.entity} becomes {_changes(before, after)}")
-    _enforce_laws(state, plan, step, node.entity)
+    _change(state, plan, step, node.entity, before, after, f"{node.entity} becomes {_changes(before, after)}")
     return NodeOutcome(step.id, "complete")
 
 
@@ -452,18 +448,9 @@ def _resolve(state: FabricState, plan: Plan, step: PlanNode) -> NodeOutcome:
         _record(
             state, step, node.entity, branch.universe, gone, None, f"{node.entity} leaves {branch.universe}"
         )
-    state.main.entities[node.entity] = resolved
     note = f" (disputed: {', '.join(disputed)})" if disputed else ""
-    _record(
-        state,
-        step,
-        node.entity,
-        MAIN,
-        home,
-        resolved,
-        f"{node.entity} resolved by {node.strategy} from {len(versions)} versions{note}",
-    )
-    _enforce_laws(state, plan, step, node.entity)
+    narrative = f"{node.entity} resolved by {node.strategy} from {len(versions)} versions{note}"
+    _change(state, plan, step, node.entity, home, resolved, narrative)
     return NodeOutcome(step.id, "complete")
 
 
@@ -489,6 +476,21 @@ _OPERATORS: dict[str, Callable[[FabricState, Plan, PlanNode], NodeOutcome]] = {
 
 
 # --- helpers ---------------------------------------------------------------------------------------
+
+
+def _change(
+    state: FabricState,
+    plan: Plan,
+    step: PlanNode,
+    entity: str,
+    before: Properties | None,
+    after: Properties,
+    narrative: str,
+) -> None:
+    """Set an entity in the main reality, trace it, and hold it to the laws that govern it."""
+    state.main.entities[entity] = after
+    _record(state, step, entity, MAIN, before, after, narrative)
+    _enforce_laws(state, plan, step, entity)
 
 
 def _enforce_laws(state: FabricState, plan: Plan, step: PlanNode, entity: str) -> None:
