@@ -89,6 +89,8 @@ class Executor:
     checkpoint_every: int = 64
     crash_at: frozenset[str] = frozenset()
     control_pending: Callable[[str], bool] = lambda _run_id: False
+    # True while the process shuts down: runs stop at the next node boundary and are parked as queued.
+    draining: Callable[[], bool] = lambda: False
     # Told (run id, node id) after each node, e.g. for a progress bar; must be quick and never raise.
     on_node: Callable[[str, str], None] = lambda _run_id, _node_id: None
     _plans: OrderedDict[str, Plan] = field(default_factory=OrderedDict)
@@ -155,8 +157,12 @@ class Executor:
             index += 1
             since_checkpoint += 1
             last = index == len(plan.steps)
-            if not last and (
-                run.requested or since_checkpoint >= self.checkpoint_every or self.control_pending(run_id)
+            parking = not last and self.draining()
+            if parking or (
+                not last
+                and (
+                    run.requested or since_checkpoint >= self.checkpoint_every or self.control_pending(run_id)
+                )
             ):
                 action = await self.writer.write(
                     journal.checkpoint(run_id, index, state.to_json(), results, log)
@@ -169,6 +175,12 @@ class Executor:
                     log.add(f"run.{target.value}", at_node=index)
                     await self.writer.write(journal.transition(run_id, target, log))
                     return target
+                if parking:
+                    # Graceful shutdown: the checkpoint is committed; queued again, the next process
+                    # resumes here without recomputing or asking anyone about a call.
+                    log.add("run.parked", at_node=index)
+                    await self.writer.write(journal.transition(run_id, RunStatus.QUEUED, log))
+                    return RunStatus.QUEUED
         final = RunStatus.SUCCEEDED if state.status == "succeeded" else RunStatus.FAILED
         summary = {
             "status": "success" if final is RunStatus.SUCCEEDED else "error",

@@ -68,6 +68,7 @@ class Runtime:
         self.http = http
         self.worker_id = f"{socket.gethostname()}:{id(self):x}"
         self._controls: set[str] = set()
+        self._draining = False
         self.executor = Executor(
             db,
             writer,
@@ -76,6 +77,7 @@ class Runtime:
             crash_at=settings.crash_at,
             checkpoint_every=settings.checkpoint_every,
             control_pending=self._controls.__contains__,
+            draining=lambda: self._draining,
         )
         self._slots = asyncio.Semaphore(settings.concurrency)
         self._tasks: dict[str, asyncio.Task[RunStatus]] = {}
@@ -100,11 +102,17 @@ class Runtime:
         await http.start()
         return cls(settings, db, writer, http, lock)
 
-    async def close(self) -> None:
+    async def close(self, drain_s: float = 20.0) -> None:
+        """Stop taking work, let in-flight runs reach their next node boundary (where they are parked as
+        queued, checkpoint committed) for up to `drain_s`, then cancel what is left; a cancelled run
+        stays `running` and is resumed by the next owner like after a crash."""
+        self._draining = True
         if self._poller is not None:
             self._poller.cancel()
             await asyncio.gather(self._poller, return_exceptions=True)
-        tasks = list(self._tasks.values())
+        tasks = [task for task in self._tasks.values() if not task.done()]
+        if tasks:
+            await asyncio.wait(tasks, timeout=drain_s)
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)

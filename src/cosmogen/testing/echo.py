@@ -36,6 +36,8 @@ class EchoServer:
         self.requests: list[Recorded] = []
         self.keys: Counter[str] = Counter()
         self.script: list[Answer] = []
+        # How long unscripted answers take: a slow provider, for shutdown and back-pressure tests.
+        self.default_delay_s = 0.0
         self._runner: web.AppRunner | None = None
         self.port = 0
 
@@ -67,7 +69,11 @@ class EchoServer:
         key = request.headers.get("Idempotency-Key")
         if key:
             self.keys[key] += 1
-        answer = self.script.pop(0) if self.script else Answer(200, {"ok": True, "n": len(self.requests)})
+        answer = (
+            self.script.pop(0)
+            if self.script
+            else Answer(200, {"ok": True, "n": len(self.requests)}, delay_s=self.default_delay_s)
+        )
         if answer.delay_s:
             await asyncio.sleep(answer.delay_s)
         return web.json_response(answer.body, status=answer.status, headers=answer.headers)
