@@ -147,7 +147,9 @@ class Executor:
                 stop = await self._bindings(run, step, outcome, state)
                 if isinstance(stop, _Stop):
                     await self.writer.write(
-                        journal.transition(run_id, RunStatus.NEEDS_ATTENTION, log, error=stop.error)
+                        journal.transition(
+                            run_id, RunStatus.NEEDS_ATTENTION, log, error=stop.error, attempt=record.attempt
+                        )
                     )
                     return RunStatus.NEEDS_ATTENTION
                 outcome = stop
@@ -165,7 +167,7 @@ class Executor:
                 )
             ):
                 action = await self.writer.write(
-                    journal.checkpoint(run_id, index, state.to_json(), results, log)
+                    journal.checkpoint(run_id, index, state.to_json(), results, log, attempt=record.attempt)
                 )
                 self._maybe_crash("after-checkpoint")
                 results, since_checkpoint, run.requested = [], 0, None
@@ -173,13 +175,15 @@ class Executor:
                     target = RunStatus.PAUSED if action == "pause" else RunStatus.CANCELLED
                     log.add("run.requested", action=action)
                     log.add(f"run.{target.value}", at_node=index)
-                    await self.writer.write(journal.transition(run_id, target, log))
+                    await self.writer.write(journal.transition(run_id, target, log, attempt=record.attempt))
                     return target
                 if parking:
                     # Graceful shutdown: the checkpoint is committed; queued again, the next process
                     # resumes here without recomputing or asking anyone about a call.
                     log.add("run.parked", at_node=index)
-                    await self.writer.write(journal.transition(run_id, RunStatus.QUEUED, log))
+                    await self.writer.write(
+                        journal.transition(run_id, RunStatus.QUEUED, log, attempt=record.attempt)
+                    )
                     return RunStatus.QUEUED
         final = RunStatus.SUCCEEDED if state.status == "succeeded" else RunStatus.FAILED
         summary = {
@@ -206,6 +210,7 @@ class Executor:
                 results=results,
                 error=error,
                 summary=summary,
+                attempt=record.attempt,
             )
         )
         return final

@@ -111,7 +111,7 @@ _UPDATE_EFFECT = (
 )
 _CHECKPOINT = (
     update(runs)
-    .where(runs.c.id == bindparam("rid"))
+    .where(runs.c.id == bindparam("rid"), runs.c.attempt == bindparam("fence"), runs.c.status == "running")
     .values(cursor=bindparam("cursor"), state=bindparam("state"), updated_at=bindparam("at"))
     .returning(runs.c.requested_action)
 )
@@ -230,15 +230,28 @@ def start_run(run_id: str, worker_id: str, log: EventLog) -> WriteFn[RunRecord]:
 
 
 def checkpoint(
-    run_id: str, cursor: int, state: dict[str, Any], results: Sequence[dict[str, Any]], log: EventLog
+    run_id: str,
+    cursor: int,
+    state: dict[str, Any],
+    results: Sequence[dict[str, Any]],
+    log: EventLog,
+    *,
+    attempt: int,
 ) -> WriteFn[str | None]:
-    """Persist progress; returns the action another process requested meanwhile (pause/cancel) or None."""
+    """Persist progress; returns the action another process requested meanwhile (pause/cancel) or None.
+
+    `attempt` fences the write: if another executor has started the run since (a higher attempt), this
+    one is a zombie and gets StaleRun instead of overwriting the newer state.
+    """
 
     def write(conn: Connection) -> str | None:
         now = utcnow()
-        action = conn.execute(
-            _CHECKPOINT, {"rid": run_id, "cursor": cursor, "state": state, "at": now}
-        ).scalar_one()
+        row = conn.execute(
+            _CHECKPOINT, {"rid": run_id, "fence": attempt, "cursor": cursor, "state": state, "at": now}
+        ).first()
+        if row is None:
+            raise StaleRun(f"run {run_id} was taken over by a newer attempt than {attempt}")
+        action = row[0]
         _put_results(conn, run_id, results, now)
         _append(conn, log)
         return None if action is None else str(action)
@@ -256,8 +269,10 @@ def transition(
     results: Sequence[dict[str, Any]] = (),
     error: dict[str, Any] | None = None,
     summary: dict[str, Any] | None = None,
+    attempt: int | None = None,
 ) -> WriteFn[None]:
-    """Move the run to `target` if the state machine allows it, with its last checkpoint and events."""
+    """Move the run to `target` if the state machine allows it, with its last checkpoint and events.
+    With `attempt` (an executor's own writes), only that attempt may move it (see `checkpoint`)."""
 
     def write(conn: Connection) -> None:
         now = utcnow()
@@ -271,11 +286,15 @@ def transition(
         if target.terminal:
             values["finished_at"] = now
         # The status check rides in the UPDATE itself: no read first, and no race with another process.
-        moved = conn.execute(
-            update(runs).where(runs.c.id == run_id, runs.c.status.in_(_SOURCES[target])).values(**values)
-        ).rowcount
+        where = [runs.c.id == run_id, runs.c.status.in_(_SOURCES[target])]
+        if attempt is not None:
+            where.append(runs.c.attempt == attempt)
+        moved = conn.execute(update(runs).where(*where).values(**values)).rowcount
         if moved != 1:
-            raise IllegalTransition(_load(conn, run_id).status, target)
+            current = _load(conn, run_id)
+            if attempt is not None and current.attempt != attempt:
+                raise StaleRun(f"run {run_id} was taken over by attempt {current.attempt}")
+            raise IllegalTransition(current.status, target)
         _put_results(conn, run_id, results, now)
         _append(conn, log)
         if summary is not None:

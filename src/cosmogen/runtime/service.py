@@ -11,6 +11,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from sqlalchemy.exc import IntegrityError
+
 from cosmogen.domain.runs import RunAction, RunStatus
 from cosmogen.integrations.egress import EgressPolicy
 from cosmogen.integrations.http import HttpClient
@@ -227,6 +229,12 @@ class Runtime:
         async with self._slots:
             try:
                 return await self.executor.execute(run_id, fresh=fresh)
+            except (journal.StaleRun, IntegrityError) as exc:
+                # Another executor took the run over (a newer attempt, or the same intent or event
+                # already written): this one is a zombie and stops without writing anything more.
+                log.warning("run %s superseded, this executor stops: %s", run_id, exc)
+                with self.db.engine.connect() as conn:
+                    return journal.load_run(conn, run_id).status
             finally:
                 self._controls.discard(run_id)
 
