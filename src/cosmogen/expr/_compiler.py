@@ -156,6 +156,16 @@ class Compiler:
     # -- containers --------------------------------------------------------------------------------
     def list_lit(self, node: A.ListLit) -> Fn:
         items = [self.compile(n) for n in node.items]
+        if self.metered and len(items) > 1:
+            # Building the list is work per element; inside a macro body it repeats per iteration, and
+            # counting only syntax nodes let a wide literal under `map` take ~50 ms within budget.
+            width = len(items)
+
+            def build(a: Any) -> list[Any]:
+                a.charge(width)
+                return [f(a) for f in items]
+
+            return build
         return lambda a: [f(a) for f in items]
 
     def map_lit(self, node: A.MapLit) -> Fn:

@@ -15,6 +15,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import Connection
@@ -190,6 +191,7 @@ class Executor:
             "status": "success" if final is RunStatus.SUCCEEDED else "error",
             "warning": bool(state.paradoxes),
             "run_id": run_id,
+            "completedAt": datetime.now(UTC).isoformat(),
             "durationMs": round((time.perf_counter() - started) * 1000, 3),
         }
         failed = [o for o in state.outcomes.values() if o.status == "error"]

@@ -95,6 +95,7 @@ def test_run_with_a_binding_commits_calls_events_and_results(
             "run.succeeded",
         ]
         assert summary["status"] == "success"
+        assert summary["completedAt"].endswith("+00:00")
         assert [r["node_id"] for r in results] == ["open", "spend", "fee", "done"]
 
     with_runtime(settings, body)
