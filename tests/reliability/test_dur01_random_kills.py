@@ -72,16 +72,26 @@ def test_random_kills_lose_no_acknowledged_run(tmp_path: Path) -> None:
         acked: set[str] = set()
         kills = restarts = 0
         done = False
-        while not done:
+        while not (done and kills >= KILLS):
             restarts += 1
-            assert restarts < KILLS + 10, f"no progress (seed {seed})"
+            assert restarts < 3 * KILLS, f"no progress (seed {seed})"
             remaining = max(RUNS - len(acked), 0)
-            kill_after = rng.randint(1, 25) if kills < KILLS else None
+            kill_after = rng.randint(1, min(8, remaining)) if kills < KILLS and remaining else None
+            # With nothing left to submit, a kill lands while the process recovers and finishes the rest.
+            kill_on_recovery = kills < KILLS and not remaining
             done, killed = _one_life(
-                data, keyed.version_id, bare.version_id, keyed.universe_id, remaining, acked, kill_after, rng
+                data,
+                keyed.version_id,
+                bare.version_id,
+                keyed.universe_id,
+                remaining,
+                acked,
+                1 if kill_on_recovery else kill_after,
+                rng,
+                "RECOVERED" if kill_on_recovery else "ACK ",
             )
             kills += killed
-        assert kills == KILLS, f"only {kills} kills landed (seed {seed})"
+        assert kills >= KILLS
         _check(data, acked, echo, keyed.version_id, seed)
 
 
@@ -94,8 +104,10 @@ def _one_life(
     acked: set[str],
     kill_after: int | None,
     rng: random.Random,
+    marker: str,
 ) -> tuple[bool, int]:
-    """Run the runtime process until DONE, or SIGKILL it a random moment after its `kill_after`-th ACK."""
+    """Run the runtime process until DONE, or SIGKILL it a random moment after its `kill_after`-th
+    `marker` line (an ACK, or the RECOVERED line)."""
 
     def on_line(line: str) -> None:
         if line.startswith("ACK "):
@@ -111,7 +123,9 @@ def _one_life(
         keyed,
         bare,
     ]
-    done, killed = run_and_kill(command, on_line, kill_after=kill_after, rng=rng, jitter_s=0.3)
+    done, killed = run_and_kill(
+        command, on_line, kill_after=kill_after, rng=rng, marker=marker, jitter_s=0.05
+    )
     return done, int(killed)
 
 
