@@ -17,7 +17,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-from tests.integration.test_serve import free_port
+from tests.integration.conftest import free_port
 
 from cosmogen.cli.durable import list_runs
 from cosmogen.store import Database

@@ -29,7 +29,9 @@ class _Group(click.Group):
     """
 
     def list_commands(self, ctx: click.Context) -> list[str]:
-        return sorted([*super().list_commands(ctx), "launch", "launches", "runs", "serve"])
+        return sorted(
+            [*super().list_commands(ctx), "backup", "launch", "launches", "restore", "runs", "serve"]
+        )
 
     def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
         if cmd_name == "runs":
@@ -40,6 +42,14 @@ class _Group(click.Group):
             from cosmogen.cli.serve import serve_command
 
             return serve_command
+        if cmd_name == "backup":
+            from cosmogen.cli.backup_commands import backup_command
+
+            return backup_command
+        if cmd_name == "restore":
+            from cosmogen.cli.backup_commands import restore_command
+
+            return restore_command
         if cmd_name == "launch":
             from cosmogen.cli.launch_commands import launch_command
 
