@@ -77,3 +77,14 @@ def truncate_all(db: Database) -> None:
     names = ", ".join(f'"{table.name}"' for table in tables.metadata.sorted_tables)
     with db.engine.begin() as conn:
         conn.execute(text(f"TRUNCATE {names} RESTART IDENTITY CASCADE"))
+
+
+@pytest.fixture
+def clean_pg_url(pg_url: str) -> str:
+    """The session's PostgreSQL database, emptied before the test (not after: a crashed test cannot leak)."""
+    db = Database.open(url=pg_url)
+    try:
+        truncate_all(db)
+    finally:
+        db.close()
+    return pg_url

@@ -18,7 +18,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from tests.conftest import truncate_all
 
 from cosmogen.cli.durable import list_runs
 from cosmogen.runtime import journal
@@ -99,13 +98,7 @@ def cosmogen(store: list[str], *args: str, crash_at: str | None = None) -> subpr
 def store(request: pytest.FixtureRequest, tmp_path: Path) -> list[str]:
     if request.param == "sqlite":
         return ["--data-dir", str(tmp_path / "data")]
-    url = request.getfixturevalue("pg_url")
-    db = Database.open(url=url)
-    try:
-        truncate_all(db)
-    finally:
-        db.close()
-    return ["--database-url", url]
+    return ["--database-url", request.getfixturevalue("clean_pg_url")]
 
 
 @pytest.mark.parametrize(("point", "kind"), sorted(EXPECTED))

@@ -124,32 +124,24 @@ _steer_command("retry-anyway", RunAction.RETRY_ANYWAY, "Resend the ambiguous cal
 _steer_command("mark-done", RunAction.MARK_DONE, "Accept that the ambiguous call happened, and go on.")
 
 
-@runs_group.command("retry")
-@click.argument("run_id")
-@with_store
-@click.option("--detach", is_flag=True)
-@click.option("--json", "as_json", is_flag=True)
-def retry_command(
-    run_id: str, data_dir: str | None, database_url: str | None, detach: bool, as_json: bool
-) -> None:
-    """Start a new run from the failed node, reusing the calls made before it."""
-    settings = settings_or_exit(data_dir, database_url)
-    _, data = asyncio.run(_child(settings, run_id, control.retry(run_id), detach))
-    emit_report(data, as_json)
+def _child_command(name: str, make_write: Any, help_text: str) -> None:
+    @runs_group.command(name, help=help_text)
+    @click.argument("run_id")
+    @with_store
+    @click.option("--detach", is_flag=True)
+    @click.option("--json", "as_json", is_flag=True)
+    def command(
+        run_id: str, data_dir: str | None, database_url: str | None, detach: bool, as_json: bool
+    ) -> None:
+        settings = settings_or_exit(data_dir, database_url)
+        _, data = asyncio.run(_child(settings, run_id, make_write(run_id), detach))
+        emit_report(data, as_json)
 
 
-@runs_group.command("rerun")
-@click.argument("run_id")
-@with_store
-@click.option("--detach", is_flag=True)
-@click.option("--json", "as_json", is_flag=True)
-def rerun_command(
-    run_id: str, data_dir: str | None, database_url: str | None, detach: bool, as_json: bool
-) -> None:
-    """Start a new run of the same version with the same event."""
-    settings = settings_or_exit(data_dir, database_url)
-    _, data = asyncio.run(_child(settings, run_id, control.rerun(run_id), detach))
-    emit_report(data, as_json)
+_child_command(
+    "retry", control.retry, "Start a new run from the failed node, reusing the calls made before it."
+)
+_child_command("rerun", control.rerun, "Start a new run of the same version with the same event.")
 
 
 async def _steer(

@@ -10,9 +10,7 @@ import pytest
 
 from cosmogen.integrations.egress import EgressPolicy
 from cosmogen.runtime.service import RuntimeSettings
-from cosmogen.store import Database
 from cosmogen.testing.echo import EchoServer, ThreadedEchoServer
-from tests.conftest import truncate_all
 
 LOOPBACK = EgressPolicy.from_strings(networks="127.0.0.1/32")
 
@@ -22,13 +20,7 @@ def settings(request: pytest.FixtureRequest, tmp_path: Path) -> RuntimeSettings:
     base = RuntimeSettings(egress=LOOPBACK, poll_interval_s=0.05)
     if request.param == "sqlite":
         return replace(base, data_dir=tmp_path / "data")
-    url = request.getfixturevalue("pg_url")
-    db = Database.open(url=url)
-    try:
-        truncate_all(db)
-    finally:
-        db.close()
-    return replace(base, database_url=url)
+    return replace(base, database_url=request.getfixturevalue("clean_pg_url"))
 
 
 @pytest.fixture
