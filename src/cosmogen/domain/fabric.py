@@ -238,6 +238,18 @@ def apply(state: FabricState, plan: Plan, step: PlanNode) -> NodeOutcome:
             outcome = _OPERATORS[step.node.type](state, plan, step)
         except NodeFailure as exc:
             outcome = NodeOutcome(step.id, "error", str(exc), exc.code, exc.field)
+    return _settle(state, step, outcome)
+
+
+def skip_node(state: FabricState, step: PlanNode, reason: str) -> NodeOutcome:
+    """Record a node as skipped without applying it (e.g. outside a launch's entry scope).
+
+    Not `blocked_by`: a node left out on purpose is no failure, so what follows it may still run.
+    """
+    return _settle(state, step, NodeOutcome(step.id, "skipped", reason))
+
+
+def _settle(state: FabricState, step: PlanNode, outcome: NodeOutcome) -> NodeOutcome:
     state.outcomes[step.id] = outcome
     entity = getattr(step.node, "entity", None)
     state.outputs[step.id] = {

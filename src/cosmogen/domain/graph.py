@@ -114,11 +114,19 @@ class Graph:
             node = nxt
 
     def ancestors(self, node: str) -> set[str]:
+        return self._closure(node, self.predecessors)
+
+    def descendants(self, node: str) -> set[str]:
+        """Every node reachable from `node` along edges (not `node` itself, unless it sits on a cycle)."""
+        return self._closure(node, self.successors)
+
+    @staticmethod
+    def _closure(node: str, neighbours: dict[str, tuple[str, ...]]) -> set[str]:
         seen: set[str] = set()
-        todo = list(self.predecessors.get(node, ()))
+        todo = list(neighbours.get(node, ()))
         while todo:
             current = todo.pop()
             if current not in seen:
                 seen.add(current)
-                todo.extend(self.predecessors[current])
+                todo.extend(neighbours[current])
         return seen

@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from fnmatch import fnmatchcase
 
 from cosmogen.domain.bindings import CompiledBinding
+from cosmogen.domain.graph import Graph
 from cosmogen.domain.model import LawNode, Node, Universe
 from cosmogen.expr import Expression, Template
 
@@ -63,3 +64,34 @@ class Plan:
         if found is None:
             found = self._law_index[entity] = tuple(law for law in self.laws if law.governs(entity))
         return found
+
+
+class UnknownEntryNode(ValueError):
+    """An entry node that is not a node of the plan."""
+
+
+@dataclass(frozen=True, slots=True)
+class EntryScope:
+    """What a run that starts at `entry` executes (a launch's `entry_node`); other nodes are skipped."""
+
+    entry: str
+    nodes: frozenset[str]
+
+    @classmethod
+    def of(cls, plan: Plan, entry: str) -> EntryScope:
+        """The entry node, every node downstream of it, and every LAW node: laws are rules in force for the
+        whole run (usually without edges), not steps of the flow, so an entry node does not switch them off.
+        """
+        ids = [step.id for step in plan.steps]
+        if entry not in ids:
+            raise UnknownEntryNode(
+                f"entry node {entry!r} is not a node of this version (its nodes: {', '.join(sorted(ids))}); "
+                "set the launch's 'entry_node' to one of them, or to null to run all nodes"
+            )
+        graph = Graph.build(ids, [(before, step.id) for step in plan.steps for before in step.predecessors])
+        laws = {law.plan.id for law in plan.laws}
+        return cls(entry, frozenset({entry, *graph.descendants(entry), *laws}))
+
+    def skip_reason(self, node: str) -> str | None:
+        """Why `node` does not run, or None when it does."""
+        return None if node in self.nodes else f"not reachable from entry node {self.entry!r}"

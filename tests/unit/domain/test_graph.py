@@ -49,3 +49,11 @@ def test_long_cycle_is_found_iteratively() -> None:
     assert len(cycles) == 1
     assert cycles[0][0] == cycles[0][-1] == "n0"
     assert len(cycles[0]) == 5_001
+
+
+def test_descendants_follow_edges_downstream_only() -> None:
+    graph = Graph.build(["a", "b", "c", "d", "e"], [("a", "b"), ("b", "c"), ("d", "c"), ("c", "e")])
+    assert graph.descendants("b") == {"c", "e"}
+    assert graph.descendants("a") == {"b", "c", "e"}
+    assert graph.descendants("e") == set()
+    assert graph.ancestors("c") == {"a", "b", "d"}
