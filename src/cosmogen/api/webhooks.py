@@ -78,6 +78,7 @@ def webhook_routes(db: Database, writer: GroupCommitWriter, start_run: StartRun,
                 dry_run=target.dry_run,
                 launch_id=target.launch_id,
                 trigger_id=target.trigger_id,
+                config=target.config,
             )
         except Exception:
             # Forget the delivery so the sender's retry is not mistaken for a duplicate.

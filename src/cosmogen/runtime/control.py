@@ -13,6 +13,7 @@ from sqlalchemy import Connection, select
 
 from cosmogen.domain.runs import IllegalTransition, RunAction, RunStatus, check_action
 from cosmogen.runtime import journal
+from cosmogen.runtime.executor import LAUNCH_CONFIG, run_metadata
 from cosmogen.runtime.journal import EventLog
 from cosmogen.store import new_id
 from cosmogen.store.tables import effects
@@ -80,6 +81,10 @@ def rerun(run_id: str) -> WriteFn[str]:
 
 def _child(conn: Connection, record: journal.RunRecord, state: dict[str, Any]) -> str:
     child_id = new_id()
+    launch_config = run_metadata(record, LAUNCH_CONFIG)
+    if launch_config is not None:
+        # A retry or re-run of a launch's run runs under the same launch config (entry node, telemetry).
+        state = {**state, LAUNCH_CONFIG: launch_config}
     journal.create_run(
         run_id=child_id,
         universe_id=record.universe_id,

@@ -9,11 +9,12 @@ only when repeating is safe, otherwise the run stops in `needs_attention`.
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import time
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -30,9 +31,12 @@ from cosmogen.domain.fabric import (
     fail_node,
     new_state,
     record_binding,
+    skip_node,
 )
-from cosmogen.domain.plan import Plan, PlanNode
+from cosmogen.domain.launches import LaunchConfig, LaunchConfigError, TelemetryLevel, parse_launch_config
+from cosmogen.domain.plan import EntryScope, Plan, PlanNode, UnknownEntryNode
 from cosmogen.domain.runs import RunStatus
+from cosmogen.domain.telemetry import keeps_event, shows_payloads
 from cosmogen.domain.validate import validate
 from cosmogen.expr import EvalError
 from cosmogen.integrations.http import HttpCallError, HttpClient
@@ -41,6 +45,13 @@ from cosmogen.integrations.retry import repeatable
 from cosmogen.runtime import journal
 from cosmogen.runtime.journal import EffectRecord, EventLog, RunRecord
 from cosmogen.store import Database, GroupCommitWriter, repos
+
+# The key under which a run started by a launch carries the launch's config: in its initial state, then
+# in `state.run` (and so in every checkpoint), like retry details. No column: the config rides with the run.
+LAUNCH_CONFIG = "launch_config"
+# A response body in a verbose event is cut to this many characters of JSON: enough to see what came
+# back, while a large payload stays in the effect row instead of being copied into the event log.
+_SHOWN_BODY_CHARS = 2000
 
 # Named points where a test can make this process kill itself (SIGKILL), to prove crash safety.
 CRASH_POINTS = frozenset(
@@ -67,6 +78,17 @@ class _Stop:
     error: dict[str, Any]
 
 
+@dataclass(slots=True)
+class _LeveledLog(EventLog):
+    """A run's event log that keeps only what its telemetry level asks for (domain/telemetry.py)."""
+
+    level: TelemetryLevel = TelemetryLevel.STANDARD
+
+    def add(self, type_: str, **payload: Any) -> None:
+        if keeps_event(self.level, type_):
+            EventLog.add(self, type_, **payload)  # not super(): slots dataclasses break its cell on 3.11
+
+
 @dataclass
 class _Run:
     """What one execution of a run carries from node to node."""
@@ -77,6 +99,8 @@ class _Run:
     inherited: dict[tuple[str, str], Any]
     # An action another process asked for, seen when an outcome was recorded.
     requested: str | None = None
+    # Telemetry `verbose`: events carry node outputs and redacted requests and responses.
+    verbose: bool = False
 
 
 @dataclass
@@ -106,7 +130,7 @@ class Executor:
         if fresh is not None and fresh.parent_run_id is None:
             record, retry = fresh, None
             plan = self._plan_for(record.version_id)
-            log = EventLog(run_id, 2)  # create_run wrote run.queued and run.started
+            log = _LeveledLog(run_id, 2)  # create_run wrote run.queued and run.started
             history: dict[tuple[str, str, str], list[EffectRecord]] = {}
             inherited: dict[tuple[str, str], Any] = {}
         else:
@@ -115,13 +139,27 @@ class Executor:
                 if record.status not in (RunStatus.QUEUED, RunStatus.RUNNING):
                     return record.status
                 plan = self._plan(conn, record.version_id)
-                log = EventLog(run_id, journal.next_event_seq(conn, run_id))
+                log = _LeveledLog(run_id, journal.next_event_seq(conn, run_id))
                 history = journal.effects_of(conn, [run_id])
-                retry = _retry_info(record)
+                retry = run_metadata(record, "retry")
                 inherited = self._inherited_effects(conn, record.parent_run_id, retry)
             if fresh is None:
                 record = await self.writer.write(journal.start_run(run_id, self.worker_id, log))
         self._maybe_crash("after-start")
+        try:
+            launch, entry = _launch_settings(record, plan)
+        except (LaunchConfigError, UnknownEntryNode) as exc:
+            # Launches are checked when created, so only a run started with a config nobody checked gets here.
+            refused = {"code": "invalid-launch-config", "message": str(exc)}
+            log.add("run.failed", error=refused["code"])
+            await self.writer.write(
+                journal.transition(run_id, RunStatus.FAILED, log, error=refused, attempt=record.attempt)
+            )
+            return RunStatus.FAILED
+        verbose = False
+        if launch is not None:
+            log.level = launch.telemetry_level
+            verbose = shows_payloads(launch.telemetry_level)
         run_meta = {
             "id": run_id,
             "universe": record.universe_id,
@@ -132,19 +170,23 @@ class Executor:
         }
         if retry:
             run_meta["retry"] = retry
+        if launch is not None:
+            run_meta[LAUNCH_CONFIG] = launch.to_dict()
         if record.cursor > 0:
             state = FabricState.from_json(record.state)
             state.run = run_meta
         else:
             state = new_state(record.event, run_meta)
-        run = _Run(record, log, history, inherited)
+        run = _Run(record, log, history, inherited, verbose=verbose)
         results: list[dict[str, Any]] = []
         index = record.cursor
         since_checkpoint = 0
         while index < len(plan.steps):
             step = plan.steps[index]
-            outcome = apply(state, plan, step)
-            if step.bindings:
+            outside = None if entry is None else entry.skip_reason(step.id)
+            # Outside the entry scope a node is not applied and its bindings never run (not even `always`).
+            outcome = apply(state, plan, step) if outside is None else skip_node(state, step, outside)
+            if step.bindings and outside is None:
                 stop = await self._bindings(run, step, outcome, state)
                 if isinstance(stop, _Stop):
                     await self.writer.write(
@@ -155,7 +197,10 @@ class Executor:
                     return RunStatus.NEEDS_ATTENTION
                 outcome = stop
             results.append(_result_row(step, index, outcome, state))
-            log.add("node.finished", node=step.id, status=outcome.status, reason=outcome.reason or None)
+            shown: dict[str, Any] = {"output": redact_body(state.outputs.get(step.id))} if run.verbose else {}
+            log.add(
+                "node.finished", node=step.id, status=outcome.status, reason=outcome.reason or None, **shown
+            )
             self.on_node(run_id, step.id)
             index += 1
             since_checkpoint += 1
@@ -300,6 +345,7 @@ class Executor:
             binding=binding.id,
             method=request.method,
             url=redact_url(request.url),
+            **({"request": _shown(request)} if run.verbose else {}),
         )
         effect_id = await self.writer.write(
             journal.record_intent(
@@ -344,7 +390,13 @@ class Executor:
             result = {"status": response.status, "body": response.body, "attempts": response.attempts}
             status = "succeeded"
         self._maybe_crash("after-call")
-        log.add(f"effect.{status}", node=step.id, binding=binding.id, status=result.get("status"))
+        log.add(
+            f"effect.{status}",
+            node=step.id,
+            binding=binding.id,
+            status=result.get("status"),
+            **({"response": _response_summary(result)} if run.verbose else {}),
+        )
         run.requested = await self.writer.write(
             journal.record_outcome(effect_id, run.record.id, status, result, log)
         )
@@ -396,11 +448,28 @@ class Executor:
             os.kill(os.getpid(), signal.SIGKILL)
 
 
-def _retry_info(record: RunRecord) -> dict[str, Any] | None:
-    """Retry details live in the run's metadata: in the initial state, then in every checkpoint."""
+def run_metadata(record: RunRecord, key: str) -> dict[str, Any] | None:
+    """A run's carried metadata (retry details, launch config): in the initial state, then in every
+    checkpoint's `run`."""
     source = record.state if record.cursor == 0 else record.state.get("run", {})
-    retry = source.get("retry")
-    return retry if isinstance(retry, dict) else None
+    value = source.get(key)
+    return value if isinstance(value, dict) else None
+
+
+def _launch_settings(record: RunRecord, plan: Plan) -> tuple[LaunchConfig | None, EntryScope | None]:
+    """The config of the launch that started the run (None without one) and its entry scope, if any.
+    Raises LaunchConfigError or UnknownEntryNode for a config that does not fit."""
+    raw = run_metadata(record, LAUNCH_CONFIG)
+    if raw is None:
+        return None, None
+    launch = parse_launch_config(raw)
+    entry = None if launch.entry_node is None else EntryScope.of(plan, launch.entry_node)
+    return launch, entry
+
+
+def launch_state(config: Mapping[str, Any] | None) -> dict[str, Any]:
+    """A new run's initial state carrying a launch's config (checked and in its normal form)."""
+    return {} if config is None else {LAUNCH_CONFIG: parse_launch_config(config).to_dict()}
 
 
 def _result_row(step: PlanNode, index: int, outcome: NodeOutcome, state: FabricState) -> dict[str, Any]:
@@ -416,6 +485,20 @@ def _result_row(step: PlanNode, index: int, outcome: NodeOutcome, state: FabricS
         "output": state.outputs.get(step.id),
         "error": error,
     }
+
+
+def _response_summary(result: dict[str, Any]) -> dict[str, Any]:
+    """A call's result as a verbose event shows it: secret-named fields masked, a long body cut short."""
+    summary: dict[str, Any] = {"status": result.get("status"), "attempts": result.get("attempts")}
+    if "error" in result:
+        summary["error"] = result["error"]
+    body = redact_body(result.get("body"))
+    text = json.dumps(body, ensure_ascii=False, default=str)
+    if len(text) > _SHOWN_BODY_CHARS:
+        summary["body_truncated"] = text[:_SHOWN_BODY_CHARS]
+    else:
+        summary["body"] = body
+    return summary
 
 
 def _shown(request: RenderedRequest) -> dict[str, Any]:

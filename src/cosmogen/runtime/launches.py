@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import secrets
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Protocol
@@ -55,7 +55,8 @@ NON_TERMINAL_RUN_STATUSES = tuple(s.value for s in RunStatus if not s.terminal)
 
 
 class StartRun(Protocol):
-    """The seam through which triggers start runs: Runtime.start_run has this shape."""
+    """The seam through which triggers start runs: Runtime.start_run has this shape. `config` is the
+    launch's config (LaunchConfig.to_dict()); the run applies its entry_node and telemetry_level."""
 
     async def __call__(
         self,
@@ -66,6 +67,7 @@ class StartRun(Protocol):
         dry_run: bool,
         launch_id: str | None,
         trigger_id: str | None,
+        config: Mapping[str, Any] | None = None,
     ) -> str: ...
 
 
@@ -123,6 +125,7 @@ class WebhookTarget:
     universe_id: str
     version_id: str
     dry_run: bool
+    config: dict[str, Any]  # the launch's config, for the run (LaunchConfig.to_dict())
 
 
 def hash_token(token: str) -> str:
@@ -332,6 +335,7 @@ def find_webhook(conn: Connection, token: str) -> WebhookTarget | None:
     ).first()
     if row is None:
         return None
+    config = parse_launch_config(row.config)
     return WebhookTarget(
         trigger_id=row.id,
         enabled=bool(row.enabled),
@@ -339,7 +343,8 @@ def find_webhook(conn: Connection, token: str) -> WebhookTarget | None:
         launch_status=LaunchStatus(row.status),
         universe_id=row.universe_id,
         version_id=row.version_id,
-        dry_run=parse_launch_config(row.config).dry_run,
+        dry_run=config.dry_run,
+        config=config.to_dict(),
     )
 
 

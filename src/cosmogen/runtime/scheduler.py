@@ -64,6 +64,7 @@ class DueTrigger:
     spec: ScheduledSpec
     next_fire_at: datetime | None
     dry_run: bool
+    config: dict[str, Any]  # the launch's config, for the run (LaunchConfig.to_dict())
 
 
 @dataclass(frozen=True, slots=True)
@@ -148,6 +149,7 @@ class Scheduler:
             spec = parse_trigger_spec(row.spec)
             if not isinstance(spec, CronSpec | IntervalSpec):  # the query asked for scheduled kinds only
                 continue
+            config = parse_launch_config(row.config)
             due.append(
                 DueTrigger(
                     id=row.id,
@@ -156,7 +158,8 @@ class Scheduler:
                     version_id=row.version_id,
                     spec=spec,
                     next_fire_at=row.next_fire_at,
-                    dry_run=parse_launch_config(row.config).dry_run,
+                    dry_run=config.dry_run,
+                    config=config.to_dict(),
                 )
             )
         return due
@@ -204,6 +207,7 @@ class Scheduler:
                 dry_run=trigger.dry_run,
                 launch_id=trigger.launch_id,
                 trigger_id=trigger.id,
+                config=trigger.config,
             )
         except Exception:
             # The tick stays claimed (never retried: at most once); its row says it failed.

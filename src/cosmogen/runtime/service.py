@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import socket
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -17,7 +18,7 @@ from cosmogen.domain.runs import RunAction, RunStatus
 from cosmogen.integrations.egress import EgressPolicy
 from cosmogen.integrations.http import HttpClient
 from cosmogen.runtime import control, journal
-from cosmogen.runtime.executor import Executor
+from cosmogen.runtime.executor import Executor, launch_state
 from cosmogen.runtime.ownership import DataDirLock
 from cosmogen.store import Database, GroupCommitWriter, migrate, new_id, repos
 
@@ -171,9 +172,12 @@ class Runtime:
         dry_run: bool = False,
         launch_id: str | None = None,
         trigger_id: str | None = None,
+        config: Mapping[str, Any] | None = None,
     ) -> str:
-        """Queue and dispatch a run of a saved version (what triggers and launches do)."""
+        """Queue and dispatch a run of a saved version (what triggers and launches do). `config`: the
+        launch's config (entry_node, telemetry_level); raises LaunchConfigError for a bad one."""
         run_id = new_id()
+        state = launch_state(config)
         record = await self.writer.write(
             journal.create_run(
                 run_id=run_id,
@@ -181,6 +185,7 @@ class Runtime:
                 version_id=version_id,
                 event={"name": "manual", "data": {}, **(event or {})},
                 dry_run=dry_run,
+                state=state,
                 launch_id=launch_id,
                 trigger_id=trigger_id,
                 claimed_by=self.worker_id,

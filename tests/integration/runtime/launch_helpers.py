@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -57,6 +57,7 @@ class Call:
     launch_id: str | None
     trigger_id: str | None
     at: datetime  # virtual time of the call
+    config: Mapping[str, Any] | None = None
 
     @property
     def tick(self) -> str:
@@ -83,10 +84,13 @@ class RecordingStartRun:
         dry_run: bool,
         launch_id: str | None,
         trigger_id: str | None,
+        config: Mapping[str, Any] | None = None,
     ) -> str:
         if self.fail:
             raise RuntimeError("start_run is down")
-        self.calls.append(Call(universe_id, version_id, event, dry_run, launch_id, trigger_id, self.clock()))
+        self.calls.append(
+            Call(universe_id, version_id, event, dry_run, launch_id, trigger_id, self.clock(), config)
+        )
         run_id = new_id()
         if self.writer is not None:
             await self.writer.write(

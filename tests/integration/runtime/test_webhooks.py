@@ -18,6 +18,7 @@ from sqlalchemy import func, select
 from starlette.applications import Starlette
 
 from cosmogen.api.webhooks import MAX_BODY_BYTES, webhook_routes
+from cosmogen.domain.launches import LaunchConfig
 from cosmogen.domain.schedule import WebhookSpec
 from cosmogen.runtime import launches as launch_store
 from cosmogen.runtime.service import RuntimeSettings
@@ -116,6 +117,7 @@ def test_a_delivery_starts_a_run_with_the_payload_as_its_event(settings: Runtime
         [call] = hook.start_run.calls
         assert call.event == {"name": "webhook", "data": {"order": 42, "items": ["a"]}}
         assert (call.launch_id, call.trigger_id, call.dry_run) == (hook.launch_id, hook.trigger_id, True)
+        assert call.config == LaunchConfig().to_dict()  # the launch's config goes with the run
 
     run_with(settings, body)
 
