@@ -72,9 +72,19 @@ def pg_url(pg_server: PostgresServer) -> str:
     return url
 
 
+PROCRASTINATE_TABLES = (
+    "procrastinate_events",
+    "procrastinate_periodic_defers",
+    "procrastinate_jobs",
+    "procrastinate_workers",
+)
+
+
 def truncate_all(db: Database) -> None:
     """Empty every table (PostgreSQL), so a test starts from nothing without recreating the schema."""
-    names = ", ".join(f'"{table.name}"' for table in tables.metadata.sorted_tables)
+    # procrastinate's tables too: a job left by an earlier test would be taken by this test's workers.
+    owned = [table.name for table in tables.metadata.sorted_tables]
+    names = ", ".join(f'"{name}"' for name in [*owned, *PROCRASTINATE_TABLES])
     with db.engine.begin() as conn:
         conn.execute(text(f"TRUNCATE {names} RESTART IDENTITY CASCADE"))
 

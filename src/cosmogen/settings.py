@@ -25,6 +25,7 @@ class Settings:
     host: str
     port: int
     checkpoint_every: int = 64
+    worker_dead_after_s: float = 10.0
 
     @classmethod
     def from_env(
@@ -58,6 +59,15 @@ class Settings:
             raise SettingsError(
                 f"COSMOGEN_CHECKPOINT_EVERY must be a whole number of nodes, 1 or more, not {every!r}"
             )
+        dead_text = env.get("COSMOGEN_WORKER_DEAD_AFTER_S", "10")
+        try:
+            dead_after = float(dead_text)
+        except ValueError:
+            dead_after = 0.0
+        if not 1.0 <= dead_after <= 600.0:
+            raise SettingsError(
+                f"COSMOGEN_WORKER_DEAD_AFTER_S must be seconds between 1 and 600, not {dead_text!r}"
+            )
         port_text = str(port) if port is not None else env.get("COSMOGEN_PORT", "8420")
         if not port_text.isdigit() or not 0 < int(port_text) < 65536:
             raise SettingsError(f"COSMOGEN_PORT must be a port number, not {port_text!r}")
@@ -69,6 +79,7 @@ class Settings:
             host=host or env.get("COSMOGEN_HOST", "127.0.0.1"),
             port=int(port_text),
             checkpoint_every=int(every),
+            worker_dead_after_s=dead_after,
         )
 
     def runtime(self) -> RuntimeSettings:
@@ -78,6 +89,7 @@ class Settings:
             egress=self.egress,
             crash_at=self.crash_at,
             checkpoint_every=self.checkpoint_every,
+            worker_dead_after_s=self.worker_dead_after_s,
         )
 
 

@@ -56,11 +56,13 @@ def test_a_stalled_executor_cannot_overwrite_the_one_that_took_over(pg_url: str)
             zombie = await Runtime.open(settings)
             rescuer = await Runtime.open(settings)
             try:
+                # No workers: the "forced-recovery bug" is both processes dispatching the run themselves.
                 submitted = await zombie.submit(document(echo.url))
+                stalling = zombie.dispatch(submitted.run_id)
                 while not echo.requests:  # the zombie's call is in flight at the provider
                     await asyncio.sleep(0.02)
-                taken_over = await rescuer.wait(submitted.run_id)
-                stalled = await zombie.wait(submitted.run_id)
+                taken_over = await rescuer.dispatch(submitted.run_id)
+                stalled = await stalling
                 return taken_over, stalled, submitted.run_id, rescuer
             finally:
                 await zombie.close()

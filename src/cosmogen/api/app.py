@@ -27,8 +27,11 @@ def create_app(open_runtime: Callable[[], Awaitable[Runtime]]) -> Starlette:
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         runtime = await open_runtime()
         app.state.runtime = runtime
-        await runtime.recover()
-        runtime.start_polling()
+        if runtime.queued:
+            await runtime.start_worker()  # PostgreSQL: this process is one of the workers
+        else:
+            await runtime.recover()
+            runtime.start_polling()
         clock = _utc_now
         # Routes that need the store join once it is open (the app is built before the runtime exists).
         app.router.routes.extend(webhook_routes(runtime.db, runtime.writer, runtime.start_run, clock))

@@ -40,6 +40,8 @@ async def run_document(
         return await _queue_for_owner(settings, document, event, dry_run=dry_run, detach=detach)
     runtime.executor.on_node = lambda _run, _node: on_node()
     try:
+        if not detach:
+            runtime.require_workers()  # PostgreSQL: a worker process runs it, not this one
         submitted = await runtime.submit(document, event=event, dry_run=dry_run, start=not detach)
         if detach:
             return submitted.run_id, None

@@ -30,7 +30,16 @@ class _Group(click.Group):
 
     def list_commands(self, ctx: click.Context) -> list[str]:
         return sorted(
-            [*super().list_commands(ctx), "backup", "launch", "launches", "restore", "runs", "serve"]
+            [
+                *super().list_commands(ctx),
+                "backup",
+                "launch",
+                "launches",
+                "restore",
+                "runs",
+                "serve",
+                "worker",
+            ]
         )
 
     def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
@@ -42,6 +51,10 @@ class _Group(click.Group):
             from cosmogen.cli.serve import serve_command
 
             return serve_command
+        if cmd_name == "worker":
+            from cosmogen.cli.worker import worker_command
+
+            return worker_command
         if cmd_name == "backup":
             from cosmogen.cli.backup_commands import backup_command
 
@@ -157,6 +170,7 @@ def run_command(
         return
     from cosmogen.cli import durable
     from cosmogen.cli.runs_commands import emit_report, settings_or_exit
+    from cosmogen.runtime.service import NoWorkers
     from cosmogen.store import DatabaseError
 
     settings = settings_or_exit(data_dir, database_url)
@@ -170,7 +184,7 @@ def run_command(
                     settings, document, event, dry_run=dry_run, detach=detach, on_node=advance
                 )
             )
-    except DatabaseError as exc:
+    except (DatabaseError, NoWorkers) as exc:
         click.echo(f"error: {exc}", err=True)
         sys.exit(EXIT_INVALID)
     if result is None:

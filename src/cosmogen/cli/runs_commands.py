@@ -147,6 +147,9 @@ _child_command("rerun", control.rerun, "Start a new run of the same version with
 async def _steer(
     settings: Settings, run_id: str, action: RunAction, detach: bool
 ) -> tuple[RunStatus, dict[str, Any] | None]:
+    if settings.database_url:
+        # PostgreSQL: nobody owns the runs; a worker obeys the request, wherever it runs.
+        return await _steer_remote(settings, run_id, action, detach)
     try:
         runtime = await Runtime.open(settings.runtime())
     except DataDirBusy:

@@ -11,7 +11,7 @@ import uvicorn
 from cosmogen.api.app import create_app
 from cosmogen.cli.loading import EXIT_INVALID
 from cosmogen.runtime.ownership import DataDirBusy
-from cosmogen.runtime.service import Runtime
+from cosmogen.runtime.service import Runtime, UnsafeDatabase
 from cosmogen.settings import Settings, SettingsError
 
 
@@ -39,6 +39,9 @@ def serve_command(data_dir: str | None, database_url: str | None, host: str | No
             return await Runtime.open(settings.runtime())
         except DataDirBusy as exc:
             click.echo(f"error: {exc}; stop it first, or use another --data-dir", err=True)
+            raise SystemExit(EXIT_INVALID) from None
+        except UnsafeDatabase as exc:
+            click.echo(f"error: {exc}", err=True)
             raise SystemExit(EXIT_INVALID) from None
 
     app = create_app(open_runtime)

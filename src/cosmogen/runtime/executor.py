@@ -120,7 +120,9 @@ class Executor:
     on_node: Callable[[str, str], None] = lambda _run_id, _node_id: None
     _plans: OrderedDict[str, Plan] = field(default_factory=OrderedDict)
 
-    async def execute(self, run_id: str, *, fresh: RunRecord | None = None) -> RunStatus:
+    async def execute(
+        self, run_id: str, *, fresh: RunRecord | None = None, job_id: int | None = None
+    ) -> RunStatus:
         """Run to an end, a pause or a question.
 
         `fresh`: the record of a run this process has just created already started (journal.create_run
@@ -144,7 +146,9 @@ class Executor:
                 retry = run_metadata(record, "retry")
                 inherited = self._inherited_effects(conn, record.parent_run_id, retry)
             if fresh is None:
-                record = await self.writer.write(journal.start_run(run_id, self.worker_id, log))
+                record = await self.writer.write(
+                    journal.start_run(run_id, self.worker_id, log, job_id=job_id)
+                )
         self._maybe_crash("after-start")
         try:
             launch, entry = _launch_settings(record, plan)

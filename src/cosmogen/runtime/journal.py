@@ -16,10 +16,11 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, bindparam, func, insert, select, update
+from sqlalchemy import Connection, bindparam, func, insert, select, text, update
 from sqlalchemy.dialects import postgresql, sqlite
 
 from cosmogen.domain.runs import TRANSITIONS, IllegalTransition, RunStatus
+from cosmogen.runtime import notify
 from cosmogen.store.tables import effects, node_results, run_events, runs, universe_versions, utcnow
 from cosmogen.store.writer import WriteFn
 
@@ -49,6 +50,7 @@ class RunRecord:
     created_at: datetime
     started_at: datetime | None
     finished_at: datetime | None
+    job_id: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,6 +102,10 @@ class StaleRun(Exception):
     """The run's row is not in the state this write expected (another process moved it on)."""
 
 
+class RunOwned(StaleRun):
+    """A live worker's job is executing the run; a second job for it stands down."""
+
+
 # Statements built once: rebuilding `update(...).values(...)` per call costs more CPU than the commit.
 _INSERT_RUN = insert(runs)
 _INSERT_EVENTS = insert(run_events)
@@ -133,6 +139,8 @@ _FINISH = (
     )
 )
 _REQUESTED = select(runs.c.requested_action).where(runs.c.id == bindparam("rid"))
+# PostgreSQL only: is the queue job still being executed (by a worker with a heartbeat or not)?
+_JOB_RUNNING = text("SELECT 1 FROM procrastinate_jobs WHERE id = :job AND status = 'doing'")
 _SUMMARY = (
     update(universe_versions)
     .where(
@@ -195,6 +203,8 @@ def create_run(
         log.add("run.queued", dry_run=dry_run, parent=parent_run_id)
         if started:
             log.add("run.started", attempt=1, resumed_at=0)
+        else:
+            _enqueue(conn, run_id)
         _append(conn, log)
         return RunRecord(
             id=run_id,
@@ -219,25 +229,40 @@ def create_run(
     return write
 
 
-def start_run(run_id: str, worker_id: str, log: EventLog) -> WriteFn[RunRecord]:
-    """queued -> running (or running -> running again after a crash), counting the attempt."""
+def start_run(run_id: str, worker_id: str, log: EventLog, *, job_id: int | None = None) -> WriteFn[RunRecord]:
+    """queued -> running (or running -> running again after a crash), counting the attempt.
+
+    `job_id` (PostgreSQL): the queue job asking. It may take a `running` run over only when the run's
+    job is itself (redelivered after its worker died) or no longer running; otherwise RunOwned.
+    """
 
     def write(conn: Connection) -> RunRecord:
         record = _load(conn, run_id)
         if record.status not in (RunStatus.QUEUED, RunStatus.RUNNING):
             raise StaleRun(f"run {run_id} is {record.status.value}, not queued")
+        if (
+            job_id is not None
+            and record.status is RunStatus.RUNNING
+            and record.job_id not in (None, job_id)
+            and conn.execute(_JOB_RUNNING, {"job": record.job_id}).first() is not None
+        ):
+            raise RunOwned(f"run {run_id} is being executed by job {record.job_id}")
         now = utcnow()
-        conn.execute(
+        moved = conn.execute(
             update(runs)
-            .where(runs.c.id == run_id)
+            # Compare-and-set on the attempt: of two executors starting the run at once, one wins.
+            .where(runs.c.id == run_id, runs.c.attempt == record.attempt)
             .values(
                 status=RunStatus.RUNNING.value,
                 worker_id=worker_id,
-                attempt=runs.c.attempt + 1,
+                job_id=job_id,
+                attempt=record.attempt + 1,
                 started_at=func.coalesce(runs.c.started_at, now),
                 updated_at=now,
             )
-        )
+        ).rowcount
+        if moved != 1:
+            raise StaleRun(f"run {run_id} was started by another executor at the same moment")
         record.attempt += 1
         log.add("run.started", attempt=record.attempt, resumed_at=record.cursor)
         _append(conn, log)
@@ -319,6 +344,8 @@ def transition(
             raise IllegalTransition(current.status, target)
         _put_results(conn, run_id, results, now)
         _append(conn, log)
+        if target is RunStatus.QUEUED:
+            _enqueue(conn, run_id)
         if summary is not None:
             conn.execute(_SUMMARY, {"rid": run_id, "summary": summary})
 
@@ -388,6 +415,7 @@ def request_action(run_id: str, action: str | None) -> WriteFn[None]:
         conn.execute(
             update(runs).where(runs.c.id == run_id).values(requested_action=action, updated_at=utcnow())
         )
+        notify.publish(conn, notify.CONTROL_CHANNEL, run_id)
 
     return write
 
@@ -483,6 +511,7 @@ def _load(conn: Connection, run_id: str) -> RunRecord:
         created_at=row.created_at,
         started_at=row.started_at,
         finished_at=row.finished_at,
+        job_id=row.job_id,
     )
 
 
@@ -490,6 +519,16 @@ def _append(conn: Connection, log: EventLog) -> None:
     rows = log.drain()
     if rows:
         conn.execute(_INSERT_EVENTS, rows)
+        notify.publish(conn, notify.EVENTS_CHANNEL, f"{log.run_id}:{log.next_seq - 1}")
+
+
+def _enqueue(conn: Connection, run_id: str) -> None:
+    """A queued run needs a job on PostgreSQL, deferred in this same transaction (runtime/queue.py). On
+    SQLite the owning process's executor or poller picks it up."""
+    if conn.dialect.name == "postgresql":
+        from cosmogen.runtime.queue import enqueue_run  # procrastinate is imported only where it is used
+
+        enqueue_run(conn, run_id)
 
 
 def _upsert_results(dialect: Any) -> Any:

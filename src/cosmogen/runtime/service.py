@@ -1,11 +1,18 @@
-"""The embedded runtime: one process owns the database's writer, the HTTP client and the executor,
-and runs many runs at once on one event loop. `cosmogen serve` and the durable `cosmogen run` use it.
+"""The runtime: one process's writer, HTTP client and executor, running many runs on one event loop.
+
+Two ways runs reach an executor:
+- embedded (SQLite): this process owns the data directory and dispatches runs to itself, at once;
+- queued (PostgreSQL): every queued run is a procrastinate job (runtime/queue.py) and any process that
+  started a worker (`cosmogen serve`, `cosmogen worker`) may take it; pause and cancel reach the
+  executing process through LISTEN/NOTIFY (runtime/notify.py).
+`cosmogen serve`, `cosmogen worker` and the durable `cosmogen run` use it.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import socket
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -17,9 +24,10 @@ from sqlalchemy.exc import IntegrityError
 from cosmogen.domain.runs import RunAction, RunStatus
 from cosmogen.integrations.egress import EgressPolicy
 from cosmogen.integrations.http import HttpClient
-from cosmogen.runtime import control, journal
+from cosmogen.runtime import control, journal, notify
 from cosmogen.runtime.executor import Executor, launch_state
 from cosmogen.runtime.ownership import DataDirLock
+from cosmogen.runtime.queue import WorkerOptions
 from cosmogen.store import Database, GroupCommitWriter, migrate, new_id, repos
 
 log = logging.getLogger(__name__)
@@ -37,6 +45,18 @@ class RuntimeSettings:
     # Nodes between checkpoints at most: bounds recomputation after a crash, and how long a pause or
     # cancel from another process waits when no call is recorded in between.
     checkpoint_every: int = 64
+    # PostgreSQL workers: one silent this long is dead and its runs go to another (WorkerOptions).
+    worker_dead_after_s: float = 10.0
+
+    def worker_options(self, **overrides: Any) -> WorkerOptions:
+        beat = self.worker_dead_after_s / 5
+        values: dict[str, Any] = {
+            "concurrency": self.concurrency,
+            "heartbeat_s": beat,
+            "stalled_after_s": self.worker_dead_after_s,
+            "sweep_every_s": beat,
+        }
+        return WorkerOptions(**{**values, **overrides})
 
     def open_database(self) -> Database:
         """PostgreSQL when a URL is set, else the embedded SQLite database in the data directory."""
@@ -51,6 +71,19 @@ class Submitted:
     universe_id: str
     version_id: str
     version_number: int
+
+
+class UnsafeDatabase(Exception):
+    """The database is configured so that a commit is not durable (PostgreSQL fsync or synchronous_commit
+    off): acknowledged runs could be lost in a crash, so the runtime refuses to start."""
+
+
+class NeedsPostgres(Exception):
+    """The operation needs the PostgreSQL runtime (e.g. a worker process)."""
+
+
+class NoWorkers(Exception):
+    """PostgreSQL: nothing would run the run (no worker process sends heartbeats)."""
 
 
 class Runtime:
@@ -69,8 +102,15 @@ class Runtime:
         self.db = db
         self.writer = writer
         self.http = http
-        self.worker_id = f"{socket.gethostname()}:{id(self):x}"
+        # Host and pid name the process that executes a run (runs.worker_id), for people and tests.
+        self.worker_id = f"{socket.gethostname()}:{os.getpid()}:{id(self):x}"
+        # PostgreSQL: runs go through the job queue, to whichever process has a worker running.
+        self.queued = db.dialect == "postgresql"
         self._controls: set[str] = set()
+        self._running: set[str] = set()
+        self._worker: Any = None  # queue.RunWorker once start_worker ran (procrastinate loads lazily)
+        self._listener: asyncio.Task[None] | None = None
+        self._reconciler: asyncio.Task[None] | None = None
         self._draining = False
         self.executor = Executor(
             db,
@@ -93,10 +133,15 @@ class Runtime:
         if settings.database_url is None and settings.data_dir is not None:
             lock = DataDirLock(settings.data_dir)
             lock.acquire()
+        db: Database | None = None
         try:
             db = settings.open_database()
+            if db.dialect == "postgresql":
+                await asyncio.to_thread(_check_durable, db)
             await asyncio.to_thread(migrate.upgrade, db)
         except BaseException:
+            if db is not None:
+                db.close()
             if lock is not None:
                 lock.release()
             raise
@@ -113,6 +158,12 @@ class Runtime:
         if self._poller is not None:
             self._poller.cancel()
             await asyncio.gather(self._poller, return_exceptions=True)
+        if self._worker is not None:
+            await self._worker.stop()  # waits for its runs to park, like the tasks below
+        for side in (self._listener, self._reconciler):
+            if side is not None:
+                side.cancel()
+                await asyncio.gather(side, return_exceptions=True)
         tasks = [task for task in self._tasks.values() if not task.done()]
         if tasks:
             await asyncio.wait(tasks, timeout=drain_s)
@@ -150,17 +201,19 @@ class Runtime:
                 version_id=saved.version_id,
                 event=event,
                 dry_run=dry_run,
-                claimed_by=self.worker_id if start else None,
+                claimed_by=self.worker_id if start and not self.queued else None,
             )(conn)
             return Submitted(run_id, saved.universe_id, saved.version_id, saved.number), record
 
         submitted, record = await self.writer.write(write)
-        if start:
+        if start and not self.queued:
             self.dispatch(run_id, fresh=record)
         return submitted
 
     @property
     def in_flight(self) -> int:
+        if self.queued:
+            return len(self._running)
         return sum(1 for task in self._tasks.values() if not task.done())
 
     async def start_run(
@@ -188,24 +241,48 @@ class Runtime:
                 state=state,
                 launch_id=launch_id,
                 trigger_id=trigger_id,
-                claimed_by=self.worker_id,
+                claimed_by=None if self.queued else self.worker_id,
             )
         )
-        self.dispatch(run_id, fresh=record)
+        if not self.queued:
+            self.dispatch(run_id, fresh=record)
         return run_id
 
     def dispatch(self, run_id: str, *, fresh: journal.RunRecord | None = None) -> asyncio.Task[RunStatus]:
+        """Execute the run in this process (embedded runtime)."""
         task = self._tasks.get(run_id)
         if task is None or task.done():
             task = asyncio.create_task(self._execute(run_id, fresh), name=f"run-{run_id}")
             self._tasks[run_id] = task
         return task
 
-    async def wait(self, run_id: str) -> RunStatus:
-        return await self.dispatch(run_id)
+    def _hand_over(self, run_id: str) -> None:
+        """A run was just queued: run it here (embedded); on PostgreSQL its job is already in the queue."""
+        if not self.queued:
+            self.dispatch(run_id)
+
+    async def wait(self, run_id: str, poll_s: float = 0.05) -> RunStatus:
+        """Until the run stops moving: an end, a pause or a question (or parked, embedded)."""
+        if not self.queued:
+            return await self.dispatch(run_id)
+        while True:
+            with self.db.engine.connect() as conn:
+                status = journal.load_run(conn, run_id).status
+            if status not in (RunStatus.QUEUED, RunStatus.RUNNING):
+                return status
+            await asyncio.sleep(poll_s)
 
     async def recover(self) -> list[str]:
-        """Queue every run a previous process left unfinished; returns their ids."""
+        """Resume every run a previous process left unfinished; returns their ids.
+
+        Embedded: this process owns the data directory, so every unfinished run is an orphan and runs
+        here now. PostgreSQL: other workers may be running some, so only runs with no job get one
+        (a dead worker's jobs come back through the stalled-job sweeper instead).
+        """
+        if self.queued:
+            from cosmogen.runtime.queue import reconcile
+
+            return await self.writer.write(reconcile)
         with self.db.engine.connect() as conn:
             pending = journal.runs_in(conn, [RunStatus.QUEUED, RunStatus.RUNNING])
         for run_id in pending:
@@ -213,9 +290,72 @@ class Runtime:
         return pending
 
     def start_polling(self) -> None:
-        """Pick up runs queued by other processes (the CLI's --detach, resume, retry)."""
-        if self._poller is None:
+        """Embedded: pick up runs queued by other processes (the CLI's --detach, resume, retry). On
+        PostgreSQL the worker is woken by the queue instead."""
+        if self._poller is None and not self.queued:
             self._poller = asyncio.create_task(self._poll(), name="run-poller")
+
+    async def start_worker(self, options: WorkerOptions | None = None) -> None:
+        """Take runs from the PostgreSQL job queue in this process, and obey pause/cancel requests."""
+        if not self.queued or self.settings.database_url is None:
+            raise NeedsPostgres(
+                "workers share runs through PostgreSQL; set COSMOGEN_DATABASE_URL (or --database-url). "
+                "The embedded SQLite runtime runs its runs inside `cosmogen serve`."
+            )
+        from cosmogen.runtime.queue import conninfo
+        from cosmogen.runtime.worker import RunWorker
+
+        options = options or self.settings.worker_options()
+        ready = asyncio.Event()
+        self._listener = asyncio.create_task(
+            self._obey_control(conninfo(self.settings.database_url), ready), name="control-listener"
+        )
+        await asyncio.wait_for(ready.wait(), timeout=30)
+        self._worker = RunWorker(self.settings.database_url, self._execute_job, options, self.worker_id)
+        await self._worker.start()
+        self._reconciler = asyncio.create_task(self._reconcile_forever(), name="run-reconciler")
+
+    async def _reconcile_forever(self, every_s: float = 60.0) -> None:
+        """Now and then, give a job to unfinished runs that lost theirs (a job aborted at a worker's
+        shutdown timeout, or one that failed on an internal error)."""
+        while True:
+            try:
+                found = await self.recover()
+            except Exception:  # a database hiccup: try again next round
+                log.exception("reconciling runs without a job failed")
+            else:
+                if found:
+                    log.warning("gave a job to %d unfinished run(s) that had none: %s", len(found), found)
+            await asyncio.sleep(every_s)
+
+    def live_workers(self, within_s: float = 30.0) -> int:
+        """PostgreSQL: worker processes that sent a heartbeat within `within_s` (0 when embedded)."""
+        if not self.queued:
+            return 0
+        with self.db.engine.connect() as conn:
+            count = conn.exec_driver_sql(
+                "SELECT count(*) FROM procrastinate_workers "
+                "WHERE last_heartbeat > now() - make_interval(secs => %(s)s)",
+                {"s": within_s},
+            ).scalar()
+        return int(count or 0)
+
+    def require_workers(self) -> None:
+        if self.queued and self.live_workers() == 0:
+            raise NoWorkers(
+                "no cosmogen worker is running for this database, so nothing would run the run: start "
+                "`cosmogen worker` (or `cosmogen serve`) with the same --database-url, or pass --detach "
+                "to queue it for later"
+            )
+
+    async def _obey_control(self, info: str, ready: asyncio.Event) -> None:
+        async for note in notify.listen(info, [notify.CONTROL_CHANNEL], ready=ready):
+            if note.payload in self._running:
+                self._controls.add(note.payload)  # the executor checkpoints at its next node
+
+    async def _execute_job(self, run_id: str, job_id: int) -> None:
+        status = await self._execute(run_id, None, job_id=job_id)
+        log.debug("job for run %s ended with the run %s", run_id, status.value)
 
     async def _poll(self) -> None:
         while True:
@@ -230,10 +370,13 @@ class Runtime:
                 if run_id not in self._tasks or self._tasks[run_id].done():
                     self.dispatch(run_id)
 
-    async def _execute(self, run_id: str, fresh: journal.RunRecord | None) -> RunStatus:
+    async def _execute(
+        self, run_id: str, fresh: journal.RunRecord | None, *, job_id: int | None = None
+    ) -> RunStatus:
         async with self._slots:
+            self._running.add(run_id)
             try:
-                return await self.executor.execute(run_id, fresh=fresh)
+                return await self.executor.execute(run_id, fresh=fresh, job_id=job_id)
             except (journal.StaleRun, IntegrityError) as exc:
                 # Another executor took the run over (a newer attempt, or the same intent or event
                 # already written): this one is a zombie and stops without writing anything more.
@@ -241,6 +384,7 @@ class Runtime:
                 with self.db.engine.connect() as conn:
                     return journal.load_run(conn, run_id).status
             finally:
+                self._running.discard(run_id)
                 self._controls.discard(run_id)
 
     # --- control ----------------------------------------------------------------------------------
@@ -250,15 +394,28 @@ class Runtime:
         if status is RunStatus.RUNNING:
             self._controls.add(run_id)  # make the local executor checkpoint at the next node
         elif status is RunStatus.QUEUED:
-            self.dispatch(run_id)
+            self._hand_over(run_id)
         return status
 
     async def retry(self, run_id: str) -> str:
         child = await self.writer.write(control.retry(run_id))
-        self.dispatch(child)
+        self._hand_over(child)
         return child
 
     async def rerun(self, run_id: str) -> str:
         child = await self.writer.write(control.rerun(run_id))
-        self.dispatch(child)
+        self._hand_over(child)
         return child
+
+
+def _check_durable(db: Database) -> None:
+    """Refuse a PostgreSQL server that acknowledges commits it may lose (DUR-05's start-up probe)."""
+    with db.engine.connect() as conn:
+        fsync = conn.exec_driver_sql("SHOW fsync").scalar()
+        synchronous = conn.exec_driver_sql("SHOW synchronous_commit").scalar()
+    if fsync != "on" or synchronous == "off":
+        raise UnsafeDatabase(
+            f"PostgreSQL has fsync={fsync} and synchronous_commit={synchronous}: a committed run could "
+            "be lost in a crash. Set fsync = on and synchronous_commit = on (or remote_write/local) in "
+            "postgresql.conf and reload the server."
+        )

@@ -231,6 +231,8 @@ runs = Table(
     Column("requested_action", Text, nullable=True),
     Column("error", json_type(), nullable=True),
     Column("worker_id", Text, nullable=True),
+    # PostgreSQL: the queue job executing the run (runtime/queue.py); guards against a second worker.
+    Column("job_id", BigInteger, nullable=True),
     Column("lease_expires_at", UTCDateTime(), nullable=True),
     Column("attempt", Integer, nullable=False, server_default="0"),
     _created(),

@@ -20,6 +20,8 @@ def with_runtime(settings: RuntimeSettings, body: Callable[[Runtime], Awaitable[
     async def main() -> T:
         runtime = await Runtime.open(settings)
         try:
+            if runtime.queued:  # PostgreSQL: runs go through the job queue to a worker, here in-process
+                await runtime.start_worker()
             return await body(runtime)
         finally:
             await runtime.close()

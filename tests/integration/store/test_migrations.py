@@ -8,6 +8,7 @@ import pytest
 from sqlalchemy import CheckConstraint, Engine, UniqueConstraint, inspect
 
 from cosmogen.store import Database, migrate, tables
+from tests.conftest import PROCRASTINATE_TABLES
 
 ALEMBIC_TABLE = "alembic_version"
 
@@ -61,8 +62,8 @@ def _schema(engine: Engine) -> dict[str, dict[str, Any]]:
     insp = inspect(engine)
     schema = {}
     for name in insp.get_table_names():
-        if name == ALEMBIC_TABLE:
-            continue
+        if name == ALEMBIC_TABLE or name.startswith("procrastinate_"):
+            continue  # procrastinate's schema is its own (checked in test_procrastinate_schema)
         schema[name] = {
             "columns": {
                 c["name"]: (_type_name(c["type"], engine), c["nullable"]) for c in insp.get_columns(name)
@@ -118,3 +119,35 @@ def _expected_schema(engine: Engine) -> dict[str, dict[str, Any]]:
             "checks": {ck.name for ck in table.constraints if isinstance(ck, CheckConstraint)},
         }
     return schema
+
+
+def test_procrastinate_schema_is_on_postgresql_only(db: Database) -> None:
+    """Revision 0003 applies procrastinate's schema on PostgreSQL; SQLite dispatches runs in-process."""
+    tables = {name for name in inspect(db.engine).get_table_names() if name.startswith("procrastinate_")}
+    if db.dialect == "postgresql":
+        assert tables == set(PROCRASTINATE_TABLES)
+        with db.engine.connect() as conn:
+            functions = conn.exec_driver_sql(
+                "SELECT count(*) FROM pg_proc WHERE proname = 'procrastinate_fetch_job_v2'"
+            ).scalar()
+        assert functions == 1
+    else:
+        assert tables == set()
+
+
+def test_downgrading_0003_removes_every_procrastinate_object(empty_db: Database) -> None:
+    migrate.upgrade(empty_db)
+    migrate.downgrade(empty_db, "0002")
+    with empty_db.engine.connect() as conn:
+        left = [name for name in inspect(conn).get_table_names() if name.startswith("procrastinate")]
+        if empty_db.dialect == "postgresql":
+            left += [
+                str(row[0])
+                for row in conn.exec_driver_sql(
+                    "SELECT proname FROM pg_proc WHERE proname LIKE 'procrastinate%%' "
+                    "UNION ALL SELECT typname FROM pg_type WHERE typname LIKE '%%procrastinate%%'"
+                )
+            ]
+    assert left == []
+    migrate.upgrade(empty_db)  # and back up again
+    assert migrate.current_revision(empty_db) == migrate.revisions()[-1]

@@ -1,0 +1,91 @@
+"""`cosmogen worker`: a process that takes runs from the PostgreSQL job queue and fires schedules.
+
+Start as many as you like, on as many machines, with the same --database-url. They share nothing but
+the database: procrastinate hands each queued run to one of them; a worker that dies is noticed by its
+missing heartbeats and its runs resume on another; a schedule tick fires once however many run.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import sys
+from datetime import UTC, datetime
+
+import click
+
+from cosmogen.cli.loading import EXIT_INVALID
+from cosmogen.runtime.queue import WorkerOptions
+from cosmogen.runtime.scheduler import Scheduler
+from cosmogen.runtime.service import NeedsPostgres, Runtime, UnsafeDatabase
+from cosmogen.settings import Settings, SettingsError
+
+
+def _utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+@click.command("worker")
+@click.option(
+    "--database-url", default=None, help="PostgreSQL URL (default: $COSMOGEN_DATABASE_URL); required."
+)
+@click.option(
+    "--concurrency", default=64, show_default=True, type=click.IntRange(1, 1024), help="Runs at once."
+)
+@click.option(
+    "--drain-seconds",
+    default=20.0,
+    show_default=True,
+    type=click.FloatRange(0, 3600),
+    help="On SIGTERM, how long runs get to reach a node boundary before they are left to another worker.",
+)
+@click.option(
+    "--no-scheduler", is_flag=True, help="Only run runs; leave cron and interval triggers to others."
+)
+def worker_command(
+    database_url: str | None, concurrency: int, drain_seconds: float, no_scheduler: bool
+) -> None:
+    """Run queued runs from PostgreSQL until stopped (SIGTERM or Ctrl-C stops it gracefully)."""
+    try:
+        settings = Settings.from_env(os.environ, database_url=database_url)
+    except SettingsError as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(EXIT_INVALID)
+    if not settings.database_url:
+        click.echo(
+            "error: cosmogen worker needs PostgreSQL: pass --database-url or set COSMOGEN_DATABASE_URL "
+            "(the embedded SQLite runtime runs its runs inside `cosmogen serve`)",
+            err=True,
+        )
+        sys.exit(EXIT_INVALID)
+    options = settings.runtime().worker_options(concurrency=concurrency, shutdown_s=drain_seconds)
+    try:
+        asyncio.run(_work(settings, options, scheduler=not no_scheduler))
+    except (NeedsPostgres, UnsafeDatabase) as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(EXIT_INVALID)
+
+
+async def _work(settings: Settings, options: WorkerOptions, *, scheduler: bool) -> None:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    runtime = await Runtime.open(settings.runtime())
+    ticking: asyncio.Task[None] | None = None
+    try:
+        await runtime.start_worker(options)
+        if scheduler:
+            ticks = Scheduler(runtime.db, runtime.writer, runtime.start_run, _utc_now)
+            ticking = asyncio.create_task(ticks.run_forever(), name="scheduler")
+        click.echo(
+            f"cosmogen worker {runtime.worker_id} taking runs (concurrency {options.concurrency})", err=True
+        )
+        await stop.wait()
+        click.echo("cosmogen worker stopping: runs park at their next node", err=True)
+    finally:
+        if ticking is not None:
+            ticking.cancel()
+            await asyncio.gather(ticking, return_exceptions=True)
+        await runtime.close(drain_s=options.shutdown_s)

@@ -1,0 +1,61 @@
+"""Cross-process signals on PostgreSQL: LISTEN/NOTIFY, sent inside the writing transaction.
+
+A notification is delivered when (and only if) its transaction commits, so a listener that is told
+"run R has events up to seq N" can read them at once. On SQLite there is one runtime process per data
+directory, so there is nobody to tell: `publish` does nothing and readers poll.
+
+Channels:
+- `cosmogen_run_events`, payload `<run id>:<last seq>`: new events in a run's log;
+- `cosmogen_control`, payload `<run id>`: someone asked a running run to pause or cancel, so the
+  process executing it checkpoints at its next node instead of at its next scheduled checkpoint.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass
+
+from sqlalchemy import Connection, text
+
+log = logging.getLogger(__name__)
+
+EVENTS_CHANNEL = "cosmogen_run_events"
+CONTROL_CHANNEL = "cosmogen_control"
+
+_NOTIFY = text("SELECT pg_notify(:channel, :payload)")
+
+
+@dataclass(frozen=True, slots=True)
+class Notification:
+    channel: str
+    payload: str
+
+
+def publish(conn: Connection, channel: str, payload: str) -> None:
+    if conn.dialect.name == "postgresql":
+        conn.execute(_NOTIFY, {"channel": channel, "payload": payload})
+
+
+async def listen(
+    conninfo: str, channels: Sequence[str], *, ready: asyncio.Event | None = None, retry_s: float = 1.0
+) -> AsyncIterator[Notification]:
+    """Notifications on `channels`, forever; reconnects after a lost connection (notifications sent
+    while disconnected are missed, so consumers re-read the database after `ready` is set again)."""
+    import psycopg  # only processes on PostgreSQL listen
+
+    while True:
+        try:
+            async with await psycopg.AsyncConnection.connect(conninfo, autocommit=True) as conn:
+                for channel in channels:
+                    await conn.execute(f'LISTEN "{channel}"')
+                if ready is not None:
+                    ready.set()
+                async for message in conn.notifies():
+                    yield Notification(message.channel, message.payload)
+        except psycopg.OperationalError as exc:
+            if ready is not None:
+                ready.clear()
+            log.warning("lost the notification connection (%s); reconnecting in %.1f s", exc, retry_s)
+            await asyncio.sleep(retry_s)
