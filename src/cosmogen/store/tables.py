@@ -20,9 +20,11 @@ from sqlalchemy import (
     Column,
     DateTime,
     Dialect,
+    Float,
     ForeignKey,
     Index,
     Integer,
+    LargeBinary,
     MetaData,
     PrimaryKeyConstraint,
     Table,
@@ -321,4 +323,86 @@ trigger_fires = Table(
     Column("claimed_at", UTCDateTime(), nullable=False),
     PrimaryKeyConstraint("trigger_id", "tick"),
     CheckConstraint(_in("status", TRIGGER_FIRE_STATUSES), name="status"),
+)
+
+# --- integrations: accounts, their encrypted credentials, shared rate limits, OAuth flows ------------
+
+ACCOUNT_AUTH_KINDS = ("oauth2", "api_key", "basic", "none")
+ACCOUNT_TIERS = ("sandbox", "production")
+ACCOUNT_STATUSES = ("pending", "connected", "expired", "error", "disabled")
+
+accounts = Table(
+    "accounts",
+    metadata,
+    Column("id", Text, primary_key=True),
+    Column("workspace_id", Text, nullable=False),
+    Column("provider", Text, nullable=False),  # a key of the capability registry, e.g. "openai"
+    Column("name", Text, nullable=False),
+    Column("auth_kind", Text, nullable=False),
+    Column("scopes", json_type(), nullable=False),  # list of granted (or requested) scopes
+    Column("tier", Text, nullable=False, server_default="sandbox"),
+    Column("status", Text, nullable=False, server_default="pending"),
+    Column("base_url", Text, nullable=True),  # overrides the provider's (a sandbox, the simulator)
+    Column("settings", json_type(), nullable=False),  # non-secret: rate-limit overrides, client id, ...
+    Column("token_expires_at", UTCDateTime(), nullable=True),
+    Column("last_refreshed_at", UTCDateTime(), nullable=True),
+    Column("last_error", json_type(), nullable=True),  # {code, message, at}: what to do, never a secret
+    Column("verified_at", UTCDateTime(), nullable=True),  # a test call (API key) or a token grant succeeded
+    # Single-flight OAuth refresh across processes: who holds the refresh lease, until when.
+    Column("refresh_lease_owner", Text, nullable=True),
+    Column("refresh_lease_expires_at", UTCDateTime(), nullable=True),
+    # Compare-and-set: every write that replaces credentials bumps it (rotated refresh tokens).
+    Column("version", Integer, nullable=False, server_default="0"),
+    _created(),
+    _updated(),
+    UniqueConstraint("workspace_id", "name"),
+    Index(None, "workspace_id", "provider"),
+    CheckConstraint(_in("auth_kind", ACCOUNT_AUTH_KINDS), name="auth_kind"),
+    CheckConstraint(_in("tier", ACCOUNT_TIERS), name="tier"),
+    CheckConstraint(_in("status", ACCOUNT_STATUSES), name="status"),
+)
+
+credentials = Table(
+    "credentials",
+    metadata,
+    # One secret field of an account (api_key, access_token, refresh_token, client_secret, password),
+    # AES-256-GCM under its own data key; the data key is wrapped by the key-encryption key `key_id`.
+    # The associated data binds (workspace, account, field), so a ciphertext moved elsewhere fails.
+    Column("account_id", Text, ForeignKey("accounts.id", ondelete="CASCADE"), nullable=False),
+    Column("field", Text, nullable=False),
+    Column("ciphertext", LargeBinary, nullable=False),  # version byte, nonce, ciphertext and tag
+    Column("wrapped_key", LargeBinary, nullable=False),  # the data key, encrypted under the KEK
+    Column("key_id", Text, nullable=False),  # which KEK wrapped it (rotation re-wraps, row by row)
+    _created(),
+    _updated(),
+    PrimaryKeyConstraint("account_id", "field"),
+    Index(None, "key_id"),
+)
+
+rate_limits = Table(
+    "rate_limits",
+    metadata,
+    # GCRA state per limiter key ("provider:account[:endpoint]"), shared by every process.
+    Column("key", Text, primary_key=True),
+    Column("tat", Float, nullable=False),  # theoretical arrival time, seconds since the epoch
+    Column("blocked_until", Float, nullable=True),  # a 429's Retry-After: nobody calls before it
+    Column("updated_at", UTCDateTime(), nullable=False, default=utcnow),
+)
+
+oauth_flows = Table(
+    "oauth_flows",
+    metadata,
+    # An authorization-code flow in progress: `state` is single-use and expires; the PKCE verifier is
+    # a secret, so it is stored encrypted like a credential (same envelope, field "pkce_verifier").
+    Column("state_hash", Text, primary_key=True),  # sha256 of the state sent; the state itself is not kept
+    Column("account_id", Text, ForeignKey("accounts.id", ondelete="CASCADE"), nullable=False),
+    Column("issuer", Text, nullable=False),  # the authorization server the flow was started with
+    Column("redirect_uri", Text, nullable=False),
+    Column("verifier_ciphertext", LargeBinary, nullable=False),
+    Column("verifier_wrapped_key", LargeBinary, nullable=False),
+    Column("key_id", Text, nullable=False),
+    Column("return_to", Text, nullable=True),  # a same-origin relative path, checked when stored
+    _created(),
+    Column("expires_at", UTCDateTime(), nullable=False),
+    Column("used_at", UTCDateTime(), nullable=True),
 )

@@ -15,7 +15,6 @@ from __future__ import annotations
 from typing import Any
 
 from alembic import op
-from procrastinate.schema import SchemaManager
 
 revision: str = "0003"
 down_revision: str | None = "0002"
@@ -35,6 +34,9 @@ def upgrade() -> None:
     bind = op.get_bind()
     if bind.dialect.name != "postgresql":
         return
+    # Imported here: alembic loads every revision file on each start, and SQLite never needs it.
+    from procrastinate.schema import SchemaManager
+
     # Straight to the driver, on alembic's connection and in its transaction: the script is many
     # statements and contains `%` and `:name` text that SQLAlchemy would read as parameters.
     _driver(bind).execute(SchemaManager.get_schema())
