@@ -22,23 +22,36 @@ class RenderedRequest:
 @dataclass(frozen=True, slots=True)
 class CompiledBinding:
     binding: Binding
-    url: Template
+    url: Template | None  # http bindings
     headers: tuple[tuple[str, Template], ...]
     body: Any  # the body's JSON shape with a Template at every string leaf
+    settings: Any = None  # provider bindings: the settings' JSON shape, templates at the string leaves
 
     @property
     def id(self) -> str:
         return self.binding.id
 
+    @property
+    def is_provider(self) -> bool:
+        return self.binding.kind == "provider"
+
     def templates(self) -> Iterator[tuple[str, Template]]:
-        yield "request.url", self.url
+        if self.url is not None:
+            yield "request.url", self.url
         for name, template in self.headers:
             yield f"request.headers.{name}", template
         yield from _body_templates(self.body, "request.body")
+        yield from _body_templates(self.settings, "settings")
+
+    def render_settings(self, scope: Mapping[str, Any]) -> dict[str, Any]:
+        """A provider binding's settings with the templates filled (checked by the capability next)."""
+        rendered = _render_body(self.settings, scope)
+        return rendered if isinstance(rendered, dict) else {}
 
     def render(self, scope: Mapping[str, Any]) -> RenderedRequest:
         """Fill the templates; raises the expression engine's EvalError when a hole fails."""
         request = self.binding.request
+        assert request is not None and self.url is not None, "render() is for http bindings"
         return RenderedRequest(
             method=request.method,
             url=self.url.render(scope),
@@ -59,6 +72,11 @@ def compile_binding(binding: Binding) -> tuple[CompiledBinding | None, list[tupl
             errors.append((where, exc))
             return None
 
+    if binding.request is None:
+        settings = _compile_body(binding.settings, "settings", compile_at)
+        if errors:
+            return None, errors
+        return CompiledBinding(binding, None, (), None, settings), errors
     url = compile_at("request.url", binding.request.url)
     headers = tuple((k, compile_at(f"request.headers.{k}", v)) for k, v in binding.request.headers.items())
     body = _compile_body(binding.request.body, "request.body", compile_at)

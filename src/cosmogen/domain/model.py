@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
 
 SCHEMA_VERSION = "universe/1"
 
@@ -123,12 +123,22 @@ class HttpRequest(Model):
 
 
 class Binding(Model):
-    """Work a node does in the outside world after its operator, with the entity state as context."""
+    """Work a node does in the outside world after its operator, with the entity state as context.
+
+    `kind: "http"` sends `request` as written. `kind: "provider"` runs a capability of the registry
+    (domain/capabilities, e.g. "slack.post_message") with `settings` through a saved `account`: the
+    runtime adds the base URL, the credential, the rate limit and the provider's error meanings.
+    """
 
     id: NodeId
     node: NodeId
-    kind: Literal["http"] = "http"
-    request: HttpRequest
+    kind: Literal["http", "provider"] = "http"
+    request: HttpRequest | None = None
+    capability: Annotated[str, StringConstraints(min_length=1, max_length=128)] | None = None
+    # The account's name in the workspace; a launch's binding_overrides may swap it for another.
+    account: Annotated[str, StringConstraints(min_length=1, max_length=200)] | None = None
+    # Every string in settings is a template (`{{ expression }}`), rendered before the settings are checked.
+    settings: dict[str, JSONValue] = Field(default_factory=dict)
     # "fired": only when the node's operator fired; "always": also when it was skipped.
     when: Literal["fired", "always"] = "fired"
     # "fail": a failed call fails the node; "continue": the failure is recorded and the run goes on.
@@ -136,6 +146,25 @@ class Binding(Model):
     # Send the effect's idempotency key in this header, so the provider can drop a resent request
     # and the runtime may resend after a crash (e.g. "Idempotency-Key").
     idempotency_header: str | None = None
+
+    @model_validator(mode="after")
+    def _fields_of_its_kind(self) -> Binding:
+        if self.kind == "http":
+            if self.request is None:
+                raise ValueError("an http binding needs 'request' ({url, method, headers, body})")
+            if self.capability is not None or self.account is not None or self.settings:
+                raise ValueError(
+                    "'capability', 'account' and 'settings' belong to provider bindings: add "
+                    '"kind": "provider" or remove them'
+                )
+        else:
+            if self.capability is None or self.account is None:
+                raise ValueError(
+                    "a provider binding needs 'capability' (e.g. \"slack.post_message\") and 'account'"
+                )
+            if self.request is not None:
+                raise ValueError("a provider binding builds its request from 'settings'; remove 'request'")
+        return self
 
 
 class Universe(Model):

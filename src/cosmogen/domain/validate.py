@@ -12,16 +12,18 @@ missing-field, bad-field) come from `document.py` before validation can start.
 
 from __future__ import annotations
 
+import difflib
 from collections import Counter
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from fnmatch import fnmatchcase
 
 from cosmogen.domain.bindings import CompiledBinding, compile_binding
+from cosmogen.domain.capabilities import UnknownCapability, default_registry
 from cosmogen.domain.diagnostics import Diagnostic, has_errors
 from cosmogen.domain.fabric import RESERVED_NAMES
 from cosmogen.domain.graph import Graph
-from cosmogen.domain.model import BeginNode, CeaseNode, LawNode, Node, Universe
+from cosmogen.domain.model import BeginNode, Binding, CeaseNode, LawNode, Node, Universe
 from cosmogen.domain.plan import ExprTable, Law, Plan, PlanNode
 from cosmogen.expr import (
     CelType,
@@ -362,6 +364,8 @@ def _check_bindings(universe: Universe, compiled: _Compiled) -> Iterable[Diagnos
                 hint="attach it to an existing node, or remove it with the node it belonged to",
             )
             continue
+        if binding.kind == "provider":
+            yield from _check_capability(binding, where)
         result, errors = compile_binding(binding)
         for field_name, exc in errors:
             yield _compile_diagnostic(node, f"{where}.{field_name}", exc)
@@ -372,6 +376,44 @@ def _check_bindings(universe: Universe, compiled: _Compiled) -> Iterable[Diagnos
         for field_name, template in result.templates():
             for issue in template.check(scope):
                 yield _issue_diagnostic(node, f"{where}.{field_name}", issue)
+
+
+def _check_capability(binding: Binding, where: str) -> Iterable[Diagnostic]:
+    """What can be known before a run: the capability exists, no unknown setting, no missing one.
+    Values are checked after rendering, at run time, since most are templates."""
+    registry = default_registry()
+    try:
+        capability = registry.capability(binding.capability or "")
+    except UnknownCapability as exc:
+        yield Diagnostic(
+            "binding-unknown-capability",
+            "error",
+            str(exc),
+            node=binding.node,
+            field=f"{where}.capability",
+            hint="pick one of the executable capabilities (`cosmogen providers` lists them)",
+        )
+        return
+    fields = capability.settings.model_fields
+    for name in sorted(set(binding.settings) - set(fields)):
+        close = difflib.get_close_matches(name, list(fields), n=1)
+        yield Diagnostic(
+            "binding-unknown-setting",
+            "error",
+            f"{capability.id} has no setting {name!r}",
+            node=binding.node,
+            field=f"{where}.settings.{name}",
+            hint=f"did you mean {close[0]!r}?" if close else f"its settings: {', '.join(fields)}",
+        )
+    for name in sorted(n for n, f in fields.items() if f.is_required() and n not in binding.settings):
+        yield Diagnostic(
+            "binding-missing-setting",
+            "error",
+            f"{capability.id} needs the setting {name!r}",
+            node=binding.node,
+            field=f"{where}.settings",
+            hint=fields[name].description or f"add {name!r} to the binding's settings",
+        )
 
 
 # --- plan -------------------------------------------------------------------------------------------

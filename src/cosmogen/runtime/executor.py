@@ -22,6 +22,15 @@ from typing import Any
 from sqlalchemy import Connection
 
 from cosmogen.domain.bindings import CompiledBinding, RenderedRequest
+from cosmogen.domain.capabilities import (
+    Action,
+    Capability,
+    Provider,
+    Registry,
+    SettingsError,
+    UnknownCapability,
+    default_registry,
+)
 from cosmogen.domain.document import universe_from_raw
 from cosmogen.domain.fabric import (
     FabricState,
@@ -39,6 +48,12 @@ from cosmogen.domain.runs import RunStatus
 from cosmogen.domain.telemetry import keeps_event, shows_payloads
 from cosmogen.domain.validate import validate
 from cosmogen.expr import EvalError
+from cosmogen.integrations.connections import (
+    AccountResolver,
+    AccountUnavailable,
+    provider_request,
+    shown_provider_request,
+)
 from cosmogen.integrations.http import HttpCallError, HttpClient
 from cosmogen.integrations.redact import redact_body, redact_headers, redact_url
 from cosmogen.integrations.retry import repeatable
@@ -89,6 +104,18 @@ class _LeveledLog(EventLog):
             EventLog.add(self, type_, **payload)  # not super(): slots dataclasses break its cell on 3.11
 
 
+@dataclass(frozen=True, slots=True)
+class _CallSpec:
+    """How one call is journaled: its effect's name, the header that carries its key, whether a crash
+    in flight may be repaired by resending, and how to scrub its answer before it is stored."""
+
+    name: str
+    key_header: str | None
+    safe_to_repeat: bool
+    scrub: Callable[[str], str] | None = None
+    limiter_key: str | None = None
+
+
 @dataclass
 class _Run:
     """What one execution of a run carries from node to node."""
@@ -101,6 +128,8 @@ class _Run:
     requested: str | None = None
     # Telemetry `verbose`: events carry node outputs and redacted requests and responses.
     verbose: bool = False
+    # A launch's binding_overrides: binding id -> the account to use instead (sandbox -> production).
+    overrides: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass
@@ -118,6 +147,11 @@ class Executor:
     draining: Callable[[], bool] = lambda: False
     # Told (run id, node id) after each node, e.g. for a progress bar; must be quick and never raise.
     on_node: Callable[[str, str], None] = lambda _run_id, _node_id: None
+    # Provider bindings: the capabilities, and where accounts (and their vault secrets) come from.
+    registry: Registry = field(default_factory=default_registry)
+    accounts: AccountResolver | None = None
+    workspace: str = "default"
+    provider_timeout_s: float = 60.0
     _plans: OrderedDict[str, Plan] = field(default_factory=OrderedDict)
 
     async def execute(
@@ -181,7 +215,8 @@ class Executor:
             state.run = run_meta
         else:
             state = new_state(record.event, run_meta)
-        run = _Run(record, log, history, inherited, verbose=verbose)
+        overrides = dict(launch.binding_overrides) if launch is not None else {}
+        run = _Run(record, log, history, inherited, verbose=verbose, overrides=overrides)
         results: list[dict[str, Any]] = []
         index = record.cursor
         since_checkpoint = 0
@@ -278,6 +313,15 @@ class Executor:
             binding = compiled.binding
             if not (fired or (runnable and binding.when == "always")):
                 continue
+            if compiled.is_provider:
+                provided = await self._provider_binding(run, step, compiled, binding_scope(state, step))
+                if isinstance(provided, _Stop):
+                    return provided
+                record_binding(state, step, binding.id, provided)
+                if "error" in provided and binding.on_error == "fail":
+                    message = f"binding {binding.id!r} failed: {provided['error']['message']}"
+                    return fail_node(state, step, message, "binding-failed", f"bindings.{binding.id}")
+                continue
             try:
                 request = compiled.render(binding_scope(state, step))
             except EvalError as exc:
@@ -297,7 +341,8 @@ class Executor:
                     result = {"dry_run": True, "status": None, "body": None, "request": _shown(request)}
                     log.add("effect.dry_run", node=step.id, binding=binding.id, request=_shown(request))
                 else:
-                    answer = await self._effect(run, step, compiled, request)
+                    plain = _CallSpec(binding.id, binding.idempotency_header, safe_to_repeat=False)
+                    answer = await self._effect(run, step, plain, request)
                     if isinstance(answer, _Stop):
                         return answer
                     result = answer
@@ -307,32 +352,124 @@ class Executor:
                 return fail_node(state, step, message, "binding-failed", f"bindings.{binding.id}")
         return state.outcomes[step.id]
 
-    async def _effect(
-        self, run: _Run, step: PlanNode, compiled: CompiledBinding, request: RenderedRequest
+    async def _provider_binding(
+        self, run: _Run, step: PlanNode, compiled: CompiledBinding, scope: Mapping[str, Any]
     ) -> dict[str, Any] | _Stop:
+        """A capability through an account: settings rendered and checked, then each of its requests as
+        an effect of its own (intent, call, outcome), the answers read by the provider's rules."""
         binding, record, log = compiled.binding, run.record, run.log
-        if (step.id, binding.id) in run.inherited:
-            return dict(run.inherited[(step.id, binding.id)], reused_from_parent=True)
-        attempts = run.history.get((record.id, step.id, binding.id), [])
+        try:
+            capability = self.registry.capability(binding.capability or "")
+            settings = capability.parse_settings(compiled.render_settings(scope))
+        except EvalError as exc:
+            if record.dry_run:
+                log.add("effect.dry_run", node=step.id, binding=binding.id, would_fail=str(exc))
+                return {"dry_run": True, "would_fail": {"kind": "template", "message": str(exc)}}
+            return {"status": None, "output": None, "error": {"kind": "template", "message": str(exc)}}
+        except (SettingsError, UnknownCapability) as exc:
+            problem = {"kind": "settings", "message": str(exc), "action": Action.FIX_SETTING.value}
+            return {"status": None, "output": None, "error": problem}
+        provider = self.registry.provider_of(capability)
+        if record.dry_run:
+            return self._provider_dry_run(run, step, compiled, capability, provider, settings)
+        account = run.overrides.get(binding.id) or binding.account or ""
+        if self.accounts is None:
+            refused = {
+                "kind": "account",
+                "message": "this runtime has no account store, so provider bindings cannot run",
+                "action": Action.CONTACT_PROVIDER.value,
+            }
+            return {"status": None, "output": None, "error": refused}
+        try:
+            connection = await self.accounts.connection(self.workspace, account, capability, provider)
+        except AccountUnavailable as exc:
+            refused = {"kind": "account", "message": str(exc), "action": exc.action.value, "account": account}
+            return {"status": None, "output": None, "error": refused}
+        outputs: dict[str, Any] = {}
+        status: int | None = None
+        for index, provider_step in enumerate(capability.steps):
+            wanted = provider_step.build(settings, outputs)
+            request = provider_request(provider, connection, wanted, timeout_s=self.provider_timeout_s)
+            name = binding.id if len(capability.steps) == 1 else f"{binding.id}.{provider_step.name}"
+            spec = _CallSpec(
+                name,
+                wanted.idempotency_header,
+                # Safe to resend after a crash: a read, or a provider that drops a resent key.
+                not capability.writes or wanted.idempotency_header is not None,
+                scrub=connection.scrub,
+                limiter_key=connection.limiter_key,
+            )
+            answer = await self._effect(run, step, spec, request)
+            if isinstance(answer, _Stop):
+                return answer
+            status = answer.get("status")
+            failure = provider.failure(status, answer.get("body")) if isinstance(status, int) else None
+            if failure is not None:
+                error: dict[str, Any] = {
+                    "kind": "provider",
+                    "code": failure.code,
+                    "message": connection.scrub(failure.message),
+                    "action": failure.action.value,
+                    "step": provider_step.name if index else None,
+                }
+                return {"status": status, "output": outputs or None, "error": error}
+            if "error" in answer:  # no answer at all: connection refused, timeout, egress blocked
+                return {"status": status, "output": outputs or None, "error": answer["error"]}
+            outputs[provider_step.name] = provider_step.normalize(status or 0, answer.get("body"))
+        merged = {k: v for out in outputs.values() for k, v in out.items()}
+        return {"status": status, "output": merged, "account": connection.name}
+
+    def _provider_dry_run(
+        self,
+        run: _Run,
+        step: PlanNode,
+        compiled: CompiledBinding,
+        capability: Capability,
+        provider: Provider,
+        settings: Any,
+    ) -> dict[str, Any]:
+        """The requests a provider binding would send, without reading any credential. A later step
+        that needs an earlier step's answer is shown as waiting for it."""
+        shown: list[dict[str, Any]] = []
+        for provider_step in capability.steps:
+            try:
+                wanted = provider_step.build(settings, {})
+            except (KeyError, TypeError):
+                shown.append({"step": provider_step.name, "after": shown[-1]["step"] if shown else None})
+                continue
+            shown.append(
+                {"step": provider_step.name, **shown_provider_request(provider, provider.base_url, wanted)}
+            )
+        requests = redact_body(shown)
+        run.log.add("effect.dry_run", node=step.id, binding=compiled.binding.id, requests=requests)
+        return {"dry_run": True, "status": None, "output": None, "requests": requests}
+
+    async def _effect(
+        self, run: _Run, step: PlanNode, spec: _CallSpec, request: RenderedRequest
+    ) -> dict[str, Any] | _Stop:
+        record, log = run.record, run.log
+        if (step.id, spec.name) in run.inherited:
+            return dict(run.inherited[(step.id, spec.name)], reused_from_parent=True)
+        attempts = run.history.get((record.id, step.id, spec.name), [])
         latest = attempts[-1] if attempts else None
         group = 0
-        can_repeat = repeatable(request.method, binding.idempotency_header is not None)
+        can_repeat = repeatable(request.method, spec.key_header is not None) or spec.safe_to_repeat
         if latest is not None:
             if latest.status in ("succeeded", "failed"):
                 return dict(latest.response or {})  # recorded before a crash: replay, never resend
             if latest.status == "marked_done":
                 return {"marked_done": True}
             if latest.status == "intent" and can_repeat:
-                return await self._call(run, step, compiled, request, latest.id, latest.idempotency_key)
+                return await self._call(run, step, spec, request, latest.id, latest.idempotency_key)
             if latest.status in ("intent", "ambiguous"):
                 if latest.status == "intent":
                     await self.writer.write(journal.set_effect_status(latest.id, "ambiguous"))
-                log.add("effect.ambiguous", node=step.id, binding=binding.id, key=latest.idempotency_key)
+                log.add("effect.ambiguous", node=step.id, binding=spec.name, key=latest.idempotency_key)
                 return _Stop(
                     {
                         "code": "ambiguous-effect",
                         "node": step.id,
-                        "binding": binding.id,
+                        "binding": spec.name,
                         "message": (
                             f"the process stopped while calling {request.method} {redact_url(request.url)}; "
                             "it may or may not have happened, and resending could do it twice"
@@ -341,12 +478,12 @@ class Executor:
                     }
                 )
             group = latest.attempt_group + 1  # the previous attempt was abandoned by a person's decision
-        key = f"{record.id}:{step.id}:{binding.id}:{group}"
+        key = f"{record.id}:{step.id}:{spec.name}:{group}"
         self._maybe_crash("before-intent")
         log.add(
             "effect.intent",
             node=step.id,
-            binding=binding.id,
+            binding=spec.name,
             method=request.method,
             url=redact_url(request.url),
             **({"request": _shown(request)} if run.verbose else {}),
@@ -355,7 +492,7 @@ class Executor:
             journal.record_intent(
                 record.id,
                 step.id,
-                binding.id,
+                spec.name,
                 group,
                 key,
                 request.method,
@@ -365,22 +502,20 @@ class Executor:
             )
         )
         self._maybe_crash("after-intent")
-        return await self._call(run, step, compiled, request, effect_id, key)
+        return await self._call(run, step, spec, request, effect_id, key)
 
     async def _call(
         self,
         run: _Run,
         step: PlanNode,
-        compiled: CompiledBinding,
+        spec: _CallSpec,
         request: RenderedRequest,
         effect_id: int,
         key: str,
     ) -> dict[str, Any]:
-        binding, log = compiled.binding, run.log
+        log = run.log
         try:
-            response = await self.http.send(
-                request, idempotency_key=key, key_header=binding.idempotency_header
-            )
+            response = await self.http.send(request, idempotency_key=key, key_header=spec.key_header)
         except HttpCallError as exc:
             # Failures keep the shape of a success, so later nodes can read `status` and `body` either way.
             result: dict[str, Any] = {
@@ -393,11 +528,13 @@ class Executor:
         else:
             result = {"status": response.status, "body": response.body, "attempts": response.attempts}
             status = "succeeded"
+        if spec.scrub is not None:
+            result = _scrubbed(result, spec.scrub)  # a provider may echo the credential it was sent
         self._maybe_crash("after-call")
         log.add(
             f"effect.{status}",
             node=step.id,
-            binding=binding.id,
+            binding=spec.name,
             status=result.get("status"),
             **({"response": _response_summary(result)} if run.verbose else {}),
         )
@@ -513,3 +650,13 @@ def _shown(request: RenderedRequest) -> dict[str, Any]:
         "headers": redact_headers(request.headers),
         "body": redact_body(request.body),
     }
+
+
+def _scrubbed(value: Any, scrub: Callable[[str], str]) -> Any:
+    if isinstance(value, str):
+        return scrub(value)
+    if isinstance(value, dict):
+        return {k: _scrubbed(v, scrub) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_scrubbed(v, scrub) for v in value]
+    return value
