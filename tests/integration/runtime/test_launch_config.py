@@ -4,9 +4,7 @@ results and event log (both dialects)."""
 
 from __future__ import annotations
 
-import asyncio
 import json
-from collections.abc import Awaitable, Callable
 from datetime import timedelta
 from typing import Any, TypeVar
 
@@ -23,24 +21,12 @@ from cosmogen.runtime.service import Runtime, RuntimeSettings
 from cosmogen.store import repos
 from cosmogen.testing.echo import Answer, EchoServer
 from tests.integration.runtime.launch_helpers import T0, VirtualClock
+from tests.integration.runtime.test_runtime import with_runtime
 
 T = TypeVar("T")
 
 SENT_CREDENTIAL = "sk-test-secret"  # sent in a header; must never show in an event
 RETURNED_CREDENTIAL = "tok-from-provider"  # returned in a response body; must never show in an event
-
-
-def with_runtime(settings: RuntimeSettings, body: Callable[[Runtime], Awaitable[T]]) -> T:
-    async def main() -> T:
-        runtime = await Runtime.open(settings)
-        try:
-            if runtime.queued:  # PostgreSQL: runs go through the job queue to a worker, here in-process
-                await runtime.start_worker()
-            return await body(runtime)
-        finally:
-            await runtime.close()
-
-    return asyncio.run(main())
 
 
 def two_flows(echo: EchoServer) -> dict[str, Any]:

@@ -3,13 +3,13 @@ capability would send, with no credential read; a live run without an account st
 
 from __future__ import annotations
 
-import asyncio
 from typing import Any
 
 from cosmogen.cli.durable import report
 from cosmogen.domain.runs import RunStatus
 from cosmogen.runtime import journal
 from cosmogen.runtime.service import Runtime, RuntimeSettings
+from tests.integration.runtime.test_runtime import with_runtime
 
 
 def universe(capability: str, settings: dict[str, Any]) -> dict[str, Any]:
@@ -37,20 +37,14 @@ def universe(capability: str, settings: dict[str, Any]) -> dict[str, Any]:
 def dry_run(
     settings: RuntimeSettings, document: dict[str, Any]
 ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
-    async def main() -> tuple[dict[str, Any], list[dict[str, Any]]]:
-        runtime = await Runtime.open(settings)
-        try:
-            if runtime.queued:
-                await runtime.start_worker()
-            submitted = await runtime.submit(document, dry_run=True)
-            assert await runtime.wait(submitted.run_id) is RunStatus.SUCCEEDED
-            with runtime.db.engine.connect() as conn:
-                events = journal.events_of(conn, submitted.run_id)
-            return report(runtime.db, submitted.run_id), events
-        finally:
-            await runtime.close()
+    async def body(runtime: Runtime) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+        submitted = await runtime.submit(document, dry_run=True)
+        assert await runtime.wait(submitted.run_id) is RunStatus.SUCCEEDED
+        with runtime.db.engine.connect() as conn:
+            events = journal.events_of(conn, submitted.run_id)
+        return report(runtime.db, submitted.run_id), events
 
-    return asyncio.run(main())
+    return with_runtime(settings, body)
 
 
 def test_a_dry_run_shows_both_instagram_requests_and_reads_no_credential(settings: RuntimeSettings) -> None:
@@ -70,37 +64,25 @@ def test_a_dry_run_shows_both_instagram_requests_and_reads_no_credential(setting
 
 
 def test_a_dry_run_with_bad_settings_fails_the_node_with_the_field_named(settings: RuntimeSettings) -> None:
-    async def main() -> dict[str, Any]:
-        runtime = await Runtime.open(settings)
-        try:
-            if runtime.queued:
-                await runtime.start_worker()
-            # "x" * 300 is over X's 280: known only once the template is rendered.
-            document = universe("x.post", {"text": "{{ caption + '" + "x" * 300 + "' }}"})
-            submitted = await runtime.submit(document, dry_run=True)
-            assert await runtime.wait(submitted.run_id) is RunStatus.FAILED
-            return report(runtime.db, submitted.run_id)
-        finally:
-            await runtime.close()
+    async def body(runtime: Runtime) -> dict[str, Any]:
+        # "x" * 300 is over X's 280: known only once the template is rendered.
+        document = universe("x.post", {"text": "{{ caption + '" + "x" * 300 + "' }}"})
+        submitted = await runtime.submit(document, dry_run=True)
+        assert await runtime.wait(submitted.run_id) is RunStatus.FAILED
+        return report(runtime.db, submitted.run_id)
 
-    result = asyncio.run(main())
+    result = with_runtime(settings, body)
     assert result["error"]["code"] == "binding-failed"
     assert "settings of x.post: text" in result["error"]["message"]
 
 
 def test_a_live_provider_run_without_an_account_store_is_refused(settings: RuntimeSettings) -> None:
-    async def main() -> tuple[RunStatus, dict[str, Any]]:
-        runtime = await Runtime.open(settings)
-        try:
-            if runtime.queued:
-                await runtime.start_worker()
-            document = universe("slack.post_message", {"channel": "#ops", "text": "{{ caption }}"})
-            submitted = await runtime.submit(document)
-            status = await runtime.wait(submitted.run_id)
-            return status, report(runtime.db, submitted.run_id)
-        finally:
-            await runtime.close()
+    async def body(runtime: Runtime) -> tuple[RunStatus, dict[str, Any]]:
+        document = universe("slack.post_message", {"channel": "#ops", "text": "{{ caption }}"})
+        submitted = await runtime.submit(document)
+        status = await runtime.wait(submitted.run_id)
+        return status, report(runtime.db, submitted.run_id)
 
-    status, result = asyncio.run(main())
+    status, result = with_runtime(settings, body)
     assert status is RunStatus.FAILED
     assert "no account store" in result["error"]["message"]
