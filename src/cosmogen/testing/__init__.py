@@ -1,1 +1,1 @@
-"""Test support shipped with cosmogen: document builders (the provider simulator joins later)."""
+"""Test support shipped with cosmogen: document builders, an echo server and the provider simulator."""
