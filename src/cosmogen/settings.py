@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from cosmogen.integrations.egress import EgressPolicy
+from cosmogen.integrations.secret import Secret
 from cosmogen.runtime.executor import CRASH_POINTS
 from cosmogen.runtime.service import RuntimeSettings
 
@@ -26,6 +27,8 @@ class Settings:
     port: int
     checkpoint_every: int = 64
     worker_dead_after_s: float = 10.0
+    # COSMOGEN_VAULT_KEYS: the vault keyring as JSON; wins over the key file in the data directory.
+    vault_keys: Secret | None = None
 
     @classmethod
     def from_env(
@@ -80,6 +83,7 @@ class Settings:
             port=int(port_text),
             checkpoint_every=int(every),
             worker_dead_after_s=dead_after,
+            vault_keys=Secret(env["COSMOGEN_VAULT_KEYS"]) if env.get("COSMOGEN_VAULT_KEYS") else None,
         )
 
     def runtime(self) -> RuntimeSettings:

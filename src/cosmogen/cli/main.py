@@ -33,6 +33,7 @@ class _Group(click.Group):
             [
                 *super().list_commands(ctx),
                 "backup",
+                "keys",
                 "launch",
                 "launches",
                 "restore",
@@ -63,6 +64,10 @@ class _Group(click.Group):
             from cosmogen.cli.backup_commands import restore_command
 
             return restore_command
+        if cmd_name == "keys":
+            from cosmogen.cli.keys_commands import keys_group
+
+            return keys_group
         if cmd_name == "launch":
             from cosmogen.cli.launch_commands import launch_command
 

@@ -406,3 +406,18 @@ oauth_flows = Table(
     Column("expires_at", UTCDateTime(), nullable=False),
     Column("used_at", UTCDateTime(), nullable=True),
 )
+
+vault_keys = Table(
+    "vault_keys",
+    metadata,
+    # The key-encryption keys this database knows (the keys themselves live in the key file or the
+    # environment, never here). check_value = HMAC-SHA256(key, label || key_id): a process compares it
+    # with every key it was given before writing anything, so a wrong key stops start-up.
+    Column("key_id", Text, primary_key=True),
+    Column("version", Integer, nullable=False),  # order of keys: the newest non-retired one wraps
+    Column("check_value", LargeBinary, nullable=False),
+    _created(),
+    Column("retired_at", UTCDateTime(), nullable=True),  # no row uses it; it may not be used again
+    UniqueConstraint("version"),
+    CheckConstraint("version >= 1", name="version_positive"),
+)
