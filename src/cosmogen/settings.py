@@ -94,6 +94,7 @@ class Settings:
             crash_at=self.crash_at,
             checkpoint_every=self.checkpoint_every,
             worker_dead_after_s=self.worker_dead_after_s,
+            vault_keys=self.vault_keys,
         )
 
 

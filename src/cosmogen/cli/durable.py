@@ -131,6 +131,8 @@ def report(db: Database, run_id: str) -> dict[str, Any]:
         "paradoxes": state.get("paradoxes", []),
         "trace": state.get("trace", []),
         "nodes": state.get("nodes", {}),
+        # What each node produced, binding results included (`nodes.<id>` in expressions).
+        "outputs": state.get("outputs", {}),
         "calls": calls,
         "created_at": record.created_at.isoformat(),
         "finished_at": record.finished_at.isoformat() if record.finished_at else None,

@@ -22,8 +22,10 @@ from typing import Any
 from sqlalchemy.exc import IntegrityError
 
 from cosmogen.domain.runs import RunAction, RunStatus
+from cosmogen.integrations.accounts import DbAccountResolver, utc_now
 from cosmogen.integrations.egress import EgressPolicy
 from cosmogen.integrations.http import HttpClient
+from cosmogen.integrations.secret import Secret
 from cosmogen.runtime import control, journal, notify
 from cosmogen.runtime.executor import Executor, launch_state
 from cosmogen.runtime.ownership import DataDirLock
@@ -47,6 +49,8 @@ class RuntimeSettings:
     checkpoint_every: int = 64
     # PostgreSQL workers: one silent this long is dead and its runs go to another (WorkerOptions).
     worker_dead_after_s: float = 10.0
+    # The vault keyring (COSMOGEN_VAULT_KEYS); else the key file in the data directory.
+    vault_keys: Secret | None = None
 
     def worker_options(self, **overrides: Any) -> WorkerOptions:
         beat = self.worker_dead_after_s / 5
@@ -121,10 +125,26 @@ class Runtime:
             checkpoint_every=settings.checkpoint_every,
             control_pending=self._controls.__contains__,
             draining=lambda: self._draining,
+            accounts=DbAccountResolver(db, self._open_vault, utc_now),
+            workspace=settings.workspace,
         )
         self._slots = asyncio.Semaphore(settings.concurrency)
         self._tasks: dict[str, asyncio.Task[RunStatus]] = {}
         self._poller: asyncio.Task[None] | None = None
+
+    def _open_vault(self) -> Any:
+        """The credential vault, opened on the first provider call (cryptography loads only then)."""
+        from cosmogen.integrations import keystore
+        from cosmogen.integrations.vault import KeyringError, KeySource
+
+        if self.settings.data_dir is None and self.settings.vault_keys is None:
+            raise KeyringError("no vault key: set COSMOGEN_VAULT_KEYS (the same keyring for every worker)")
+        source = (
+            KeySource.for_data_dir(self.settings.data_dir, self.settings.vault_keys)
+            if self.settings.data_dir is not None
+            else KeySource(Path("/nonexistent/vault.keys"), self.settings.vault_keys)
+        )
+        return keystore.open_vault(self.db, source)
 
     @classmethod
     async def open(cls, settings: RuntimeSettings) -> Runtime:

@@ -1,0 +1,122 @@
+"""Accounts as the executor needs them: found by name in the workspace, checked usable for a capability,
+their secrets decrypted by the vault. Every refusal says what to do (reconnect, fix the binding, ...).
+
+The vault opens on the first provider call, not at start-up, so a runtime with only HTTP bindings needs
+no key; a missing or wrong key then fails that call with the vault's own message (and writes nothing).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING
+
+from sqlalchemy import select
+
+from cosmogen.domain.capabilities import Action, Capability, Provider
+from cosmogen.integrations.connections import AccountUnavailable, Connection
+from cosmogen.store import Database
+from cosmogen.store.tables import accounts
+
+if TYPE_CHECKING:  # the vault imports `cryptography`: loaded on the first provider call, not at start
+    from cosmogen.integrations.vault import Vault
+
+_STATUS_ACTIONS = {
+    "pending": ("is not connected yet: finish connecting it", Action.RECONNECT),
+    "expired": ("has expired: reconnect it", Action.RECONNECT),
+    "error": ("is in error: reconnect it or check its last error", Action.RECONNECT),
+    "disabled": ("is disabled: enable it or pick another account", Action.FIX_SETTING),
+}
+
+
+class DbAccountResolver:
+    def __init__(self, db: Database, open_vault: Callable[[], Vault], now: Callable[[], datetime]) -> None:
+        self._db = db
+        self._open_vault = open_vault
+        self._vault: Vault | None = None
+        self._lock = threading.Lock()
+        self._now = now
+
+    async def connection(
+        self, workspace: str, account: str, capability: Capability, provider: Provider
+    ) -> Connection:
+        return await asyncio.to_thread(self._connection, workspace, account, capability, provider)
+
+    def _vault_or_refuse(self) -> Vault:
+        from cosmogen.integrations.vault import VaultError
+
+        with self._lock:
+            if self._vault is None:
+                try:
+                    self._vault = self._open_vault()
+                except VaultError as exc:
+                    raise AccountUnavailable(
+                        f"the credential vault cannot open: {exc}", Action.CONTACT_PROVIDER
+                    ) from None
+            return self._vault
+
+    def _connection(
+        self, workspace: str, name: str, capability: Capability, provider: Provider
+    ) -> Connection:
+        from cosmogen.integrations.credentials import reveal_credentials
+
+        with self._db.engine.connect() as conn:
+            row = conn.execute(
+                select(accounts).where(accounts.c.workspace_id == workspace, accounts.c.name == name)
+            ).one_or_none()
+            if row is None:
+                raise AccountUnavailable(
+                    f"no account named {name!r} in this workspace; connect one, or fix the binding's account",
+                    Action.FIX_SETTING,
+                )
+            if provider.id != "http" and row.provider != provider.id:
+                raise AccountUnavailable(
+                    f"account {name!r} is a {row.provider} account, and {capability.id} needs a "
+                    f"{provider.id} account",
+                    Action.FIX_SETTING,
+                )
+            if row.status != "connected":
+                said, action = _STATUS_ACTIONS.get(row.status, ("is not usable", Action.RECONNECT))
+                raise AccountUnavailable(f"account {name!r} {said}", action)
+            missing = [
+                s for s in capability.scopes if row.auth_kind == "oauth2" and s not in (row.scopes or [])
+            ]
+            if missing:
+                raise AccountUnavailable(
+                    f"account {name!r} lacks the scope(s) {', '.join(missing)} that {capability.id} needs; "
+                    "reconnect it granting them",
+                    Action.RECONNECT,
+                )
+            expires = row.token_expires_at
+            if row.auth_kind == "oauth2" and expires is not None and expires <= self._now():
+                raise AccountUnavailable(
+                    f"account {name!r}'s access token has expired: reconnect it", Action.RECONNECT
+                )
+            base_url = row.base_url or provider.base_url
+            if not base_url:
+                raise AccountUnavailable(
+                    f"account {name!r} has no base URL, which {provider.name} accounts need",
+                    Action.FIX_SETTING,
+                )
+            secrets = (
+                reveal_credentials(conn, self._vault_or_refuse(), row.id) if row.auth_kind != "none" else {}
+            )
+        if row.auth_kind != "none" and not secrets:
+            raise AccountUnavailable(
+                f"account {name!r} has no credential stored: reconnect it", Action.RECONNECT
+            )
+        return Connection(
+            account_id=row.id,
+            name=row.name,
+            provider=row.provider,
+            auth_kind=row.auth_kind,
+            base_url=base_url,
+            secrets=secrets,
+            limiter_key=f"{row.provider}:{row.id}",
+        )
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC)

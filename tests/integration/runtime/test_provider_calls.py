@@ -1,0 +1,215 @@
+"""Provider bindings that really call, through saved accounts and the vault, against the provider
+simulator on 127.0.0.1 (both dialects): OpenAI chat, Slack (including a 200 `ok: false`), Instagram's two
+steps, a launch's binding override, and an echoed credential that must not reach the journal."""
+
+from __future__ import annotations
+
+import base64
+import json
+from collections.abc import Iterator
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy import select
+
+from cosmogen.cli.durable import report
+from cosmogen.domain.runs import RunStatus
+from cosmogen.integrations import credentials
+from cosmogen.integrations.secret import Secret
+from cosmogen.integrations.vault import new_key
+from cosmogen.runtime.service import Runtime, RuntimeSettings
+from cosmogen.store.tables import effects, run_events
+from cosmogen.testing.simulator import DEFAULT_API_KEY, Fault, Simulator, ThreadedSimulator
+from tests.integration.runtime.test_runtime import with_runtime
+
+SLACK_TOKEN = "xoxb-sim-token-of-the-test"  # noqa: S105 - the simulator's fake token
+
+
+@pytest.fixture
+def sim() -> Iterator[Simulator]:
+    with ThreadedSimulator(api_keys=[DEFAULT_API_KEY, SLACK_TOKEN]) as server:
+        yield server
+
+
+@pytest.fixture
+def vault_settings(settings: RuntimeSettings, tmp_path: Path) -> RuntimeSettings:
+    if settings.data_dir is not None:
+        return settings
+    # PostgreSQL: the keyring comes from the environment, as every worker would get it.
+    keys = {"active": "k1", "keys": {"k1": base64.b64encode(new_key()).decode()}}
+    return replace(settings, vault_keys=Secret(json.dumps(keys)))
+
+
+async def connect(
+    runtime: Runtime,
+    name: str,
+    provider: str,
+    base_url: str,
+    secret_field: str,
+    secret: str,
+    auth_kind: str = "api_key",
+    **extra: Any,
+) -> str:
+    vault = runtime._open_vault()
+    account_id = await runtime.writer.write(
+        credentials.create_account(
+            workspace_id="default",
+            provider=provider,
+            name=name,
+            base_url=base_url,
+            auth_kind=auth_kind,
+            **extra,
+        )
+    )
+    await runtime.writer.write(credentials.put_secret(vault, account_id, secret_field, Secret(secret)))
+    await runtime.writer.write(credentials.set_account_status(account_id, "connected"))
+    return account_id
+
+
+def universe(*bindings: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "cosmogen": "universe/1",
+        "name": "provider calls",
+        "nodes": [
+            {"id": "b", "type": "begin", "entity": "post:1", "properties": {"topic": "launch"}},
+            {"id": "ask", "type": "become", "entity": "post:1", "transform": {"asked": "true"}},
+            {
+                "id": "tell",
+                "type": "become",
+                "entity": "post:1",
+                "transform": {"answer": "nodes.ask.bindings.chat.output.text"},
+            },
+        ],
+        "edges": [{"source": "b", "target": "ask"}, {"source": "ask", "target": "tell"}],
+        "bindings": list(bindings),
+    }
+
+
+CHAT = {
+    "id": "chat",
+    "node": "ask",
+    "kind": "provider",
+    "capability": "openai.chat",
+    "account": "openai-main",
+    "settings": {"prompt": "Write about {{ topic }}", "max_tokens": 20},
+}
+SLACK = {
+    "id": "post",
+    "node": "tell",
+    "kind": "provider",
+    "capability": "slack.post_message",
+    "account": "team-slack",
+    "settings": {"channel": "C0SIM00001", "text": "{{ answer }}"},
+}
+
+
+def test_openai_then_slack_through_saved_accounts(vault_settings: RuntimeSettings, sim: Simulator) -> None:
+    async def body(runtime: Runtime) -> tuple[RunStatus, dict[str, Any], list[Any]]:
+        await connect(runtime, "openai-main", "openai", sim.url, "api_key", DEFAULT_API_KEY)
+        await connect(
+            runtime, "team-slack", "slack", sim.url, "access_token", SLACK_TOKEN,
+            auth_kind="oauth2", scopes=["chat:write"],
+        )  # fmt: skip
+        submitted = await runtime.submit(universe(CHAT, SLACK))
+        status = await runtime.wait(submitted.run_id)
+        with runtime.db.engine.connect() as conn:
+            stored = list(conn.execute(select(effects.c.request, effects.c.response)))
+        return status, report(runtime.db, submitted.run_id), stored
+
+    status, result, stored = with_runtime(vault_settings, body)
+    assert status is RunStatus.SUCCEEDED, result["error"]
+    chat = result["outputs"]["ask"]["bindings"]["chat"]
+    assert chat["output"]["text"] and chat["account"] == "openai-main"
+    assert result["entities"]["post:1"]["answer"] == chat["output"]["text"]
+    [posted] = sim.log.select("slack.postMessage")
+    assert posted.body["text"] == chat["output"]["text"] and posted.credential == SLACK_TOKEN
+    [asked] = sim.log.select("openai.chat")
+    assert asked.headers["Authorization"] == f"Bearer {DEFAULT_API_KEY}"
+    assert asked.body["messages"] == [{"role": "user", "content": "Write about launch"}]
+    text = repr(stored)
+    assert DEFAULT_API_KEY not in text and SLACK_TOKEN not in text  # stored requests are redacted
+
+
+def test_slack_ok_false_fails_the_node_with_what_to_do(
+    vault_settings: RuntimeSettings, sim: Simulator
+) -> None:
+    binding = {**SLACK, "node": "ask", "settings": {"channel": "C0NOSUCH", "text": "hi"}}
+
+    async def body(runtime: Runtime) -> dict[str, Any]:
+        await connect(
+            runtime, "team-slack", "slack", sim.url, "access_token", SLACK_TOKEN,
+            auth_kind="oauth2", scopes=["chat:write"],
+        )  # fmt: skip
+        doc = universe(binding)
+        doc["nodes"][2]["transform"] = {"answer": "'none'"}
+        submitted = await runtime.submit(doc)
+        await runtime.wait(submitted.run_id)
+        return report(runtime.db, submitted.run_id)
+
+    result = with_runtime(vault_settings, body)
+    assert result["status"] == "failed"
+    error = result["outputs"]["ask"]["bindings"]["post"]["error"]
+    assert (error["code"], error["action"]) == ("slack.channel_not_found", "fix_setting")
+
+
+def test_instagram_publishes_in_two_recorded_steps(vault_settings: RuntimeSettings, sim: Simulator) -> None:
+    binding = {
+        "id": "share",
+        "node": "ask",
+        "kind": "provider",
+        "capability": "instagram.publish_image",
+        "account": "brand-ig",
+        "settings": {
+            "ig_user_id": "17841400000000001",
+            "image_url": "https://cdn.example/{{ topic }}.jpg",
+            "caption": "It is {{ topic }} day",
+        },
+    }
+
+    async def body(runtime: Runtime) -> tuple[dict[str, Any], list[str]]:
+        await connect(
+            runtime, "brand-ig", "instagram", f"{sim.url}/v21.0", "access_token", SLACK_TOKEN,
+            auth_kind="oauth2", scopes=["instagram_basic", "instagram_content_publish"],
+        )  # fmt: skip
+        doc = universe(binding)
+        doc["nodes"][2]["transform"] = {"answer": "nodes.ask.bindings.share.output.media_id"}
+        submitted = await runtime.submit(doc)
+        await runtime.wait(submitted.run_id)
+        with runtime.db.engine.connect() as conn:
+            names = [r.binding_id for r in conn.execute(select(effects.c.binding_id).order_by(effects.c.id))]
+        return report(runtime.db, submitted.run_id), names
+
+    result, names = with_runtime(vault_settings, body)
+    assert result["status"] == "succeeded", result["error"]
+    assert names == ["share.container", "share.publish"]  # each step journaled as its own effect
+    media = result["outputs"]["ask"]["bindings"]["share"]["output"]
+    assert media["container_id"] and media["media_id"] == result["entities"]["post:1"]["answer"]
+    container, publish = sim.log.select("instagram")
+    assert (
+        container.body["caption"] == "It is launch day"
+        and publish.body["creation_id"] == media["container_id"]
+    )
+
+
+def test_an_echoed_credential_never_reaches_the_journal(
+    vault_settings: RuntimeSettings, sim: Simulator
+) -> None:
+    sim.inject(Fault.echo_auth(), "openai.chat")
+
+    async def body(runtime: Runtime) -> tuple[dict[str, Any], str]:
+        await connect(runtime, "openai-main", "openai", sim.url, "api_key", DEFAULT_API_KEY)
+        submitted = await runtime.submit(universe(CHAT))
+        await runtime.wait(submitted.run_id)
+        with runtime.db.engine.connect() as conn:
+            everything = repr(list(conn.execute(select(effects)))) + repr(
+                list(conn.execute(select(run_events)))
+            )
+        return report(runtime.db, submitted.run_id), everything
+
+    result, everything = with_runtime(vault_settings, body)
+    error = result["outputs"]["ask"]["bindings"]["chat"]["error"]
+    assert error["action"] == "reconnect"
+    assert sim.log.select("openai.chat")[0].status == 401
+    assert DEFAULT_API_KEY not in everything and DEFAULT_API_KEY not in repr(result)
