@@ -76,7 +76,7 @@ def test_a_dry_run_with_bad_settings_fails_the_node_with_the_field_named(setting
     assert "settings of x.post: text" in result["error"]["message"]
 
 
-def test_a_live_provider_run_without_an_account_store_is_refused(settings: RuntimeSettings) -> None:
+def test_a_live_provider_run_with_an_unknown_account_fails_with_what_to_do(settings: RuntimeSettings) -> None:
     async def body(runtime: Runtime) -> tuple[RunStatus, dict[str, Any]]:
         document = universe("slack.post_message", {"channel": "#ops", "text": "{{ caption }}"})
         submitted = await runtime.submit(document)
@@ -85,4 +85,6 @@ def test_a_live_provider_run_without_an_account_store_is_refused(settings: Runti
 
     status, result = with_runtime(settings, body)
     assert status is RunStatus.FAILED
-    assert "no account store" in result["error"]["message"]
+    assert "no account named 'brand'" in result["error"]["message"]
+    error = result["outputs"]["s"]["bindings"]["share"]["error"]
+    assert (error["kind"], error["action"], error["account"]) == ("account", "fix_setting", "brand")
