@@ -15,7 +15,7 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import aiohttp
 from aiohttp.abc import AbstractResolver, ResolveResult
@@ -23,6 +23,9 @@ from aiohttp.abc import AbstractResolver, ResolveResult
 from cosmogen.domain.bindings import RenderedRequest
 from cosmogen.integrations.egress import EgressBlocked, EgressPolicy, check_address, check_url
 from cosmogen.integrations.retry import Failure, RetryPolicy, Verdict, classify, parse_retry_after, repeatable
+
+if TYPE_CHECKING:
+    from cosmogen.integrations.ratelimit import Throttle
 
 MAX_BODY_BYTES = 1024 * 1024
 
@@ -104,8 +107,16 @@ class HttpClient:
             self._session = None
 
     async def send(
-        self, request: RenderedRequest, *, idempotency_key: str | None = None, key_header: str | None = None
+        self,
+        request: RenderedRequest,
+        *,
+        idempotency_key: str | None = None,
+        key_header: str | None = None,
+        throttle: Throttle | None = None,
     ) -> HttpResponse:
+        """Send with the retry policy. With a `throttle`, every attempt (retries too) first takes a token of
+        its key, and a 429 that says until when (Retry-After, x-ratelimit-reset) blocks the key for every
+        process before this call's own retry waits."""
         if self._session is None:
             raise RuntimeError("HttpClient.start() was not called")
         try:
@@ -120,7 +131,11 @@ class HttpClient:
         attempt = 0
         while True:
             attempt += 1
+            if throttle is not None:
+                await throttle.acquire()
             status, failure, response, retry_after = await self._attempt(request, headers)
+            if throttle is not None and status == 429 and response is not None:
+                await throttle.block_from(response[1])
             verdict = classify(status, failure, repeatable_request=can_repeat)
             if verdict is Verdict.SUCCESS and response is not None:
                 elapsed = (time.perf_counter() - started) * 1000
