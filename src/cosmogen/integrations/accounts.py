@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING
 from sqlalchemy import select
 
 from cosmogen.domain.capabilities import Action, Capability, Provider
+from cosmogen.domain.ratelimit import RateLimitSettingsError, limit_for
 from cosmogen.integrations.connections import AccountUnavailable, Connection
 from cosmogen.store import Database
 from cosmogen.store.tables import accounts
@@ -94,6 +95,10 @@ class DbAccountResolver:
                 raise AccountUnavailable(
                     f"account {name!r}'s access token has expired: reconnect it", Action.RECONNECT
                 )
+            try:
+                limit = limit_for(row.provider, row.id, row.settings)
+            except RateLimitSettingsError as exc:
+                raise AccountUnavailable(f"account {name!r}: {exc}", Action.FIX_SETTING) from None
             base_url = row.base_url or provider.base_url
             if not base_url:
                 raise AccountUnavailable(
@@ -114,7 +119,7 @@ class DbAccountResolver:
             auth_kind=row.auth_kind,
             base_url=base_url,
             secrets=secrets,
-            limiter_key=f"{row.provider}:{row.id}",
+            limit=limit,
         )
 
 

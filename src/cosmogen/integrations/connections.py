@@ -15,6 +15,7 @@ from typing import Any, Protocol
 
 from cosmogen.domain.bindings import RenderedRequest
 from cosmogen.domain.capabilities import Action, Capability, Provider, ProviderRequest
+from cosmogen.domain.ratelimit import Limit
 from cosmogen.integrations.secret import Secret
 
 
@@ -34,8 +35,8 @@ class Connection:
     auth_kind: str  # "oauth2" | "api_key" | "basic" | "none"
     base_url: str
     secrets: Mapping[str, Secret] = field(default_factory=dict)
-    # Shared rate limiter key ("provider:account"); None when the account sets no limit.
-    limiter_key: str | None = None
+    # The shared rate limit its calls are charged to (provider default or account override); None: none.
+    limit: Limit | None = None
 
     def scrub(self, text: str) -> str:
         """`text` with every secret of this account masked (some providers echo a credential back)."""

@@ -44,6 +44,7 @@ from cosmogen.domain.fabric import (
 )
 from cosmogen.domain.launches import LaunchConfig, LaunchConfigError, TelemetryLevel, parse_launch_config
 from cosmogen.domain.plan import EntryScope, Plan, PlanNode, UnknownEntryNode
+from cosmogen.domain.ratelimit import Limit
 from cosmogen.domain.runs import RunStatus
 from cosmogen.domain.telemetry import keeps_event, shows_payloads
 from cosmogen.domain.validate import validate
@@ -55,6 +56,7 @@ from cosmogen.integrations.connections import (
     shown_provider_request,
 )
 from cosmogen.integrations.http import HttpCallError, HttpClient
+from cosmogen.integrations.ratelimit import RateLimiter, Throttle
 from cosmogen.integrations.redact import redact_body, redact_headers, redact_url
 from cosmogen.integrations.retry import repeatable
 from cosmogen.runtime import journal
@@ -113,7 +115,8 @@ class _CallSpec:
     key_header: str | None
     safe_to_repeat: bool
     scrub: Callable[[str], str] | None = None
-    limiter_key: str | None = None
+    # The shared rate limit every attempt of this call (retries too) takes a token from.
+    limit: Limit | None = None
 
 
 @dataclass
@@ -150,6 +153,7 @@ class Executor:
     # Provider bindings: the capabilities, and where accounts (and their vault secrets) come from.
     registry: Registry = field(default_factory=default_registry)
     accounts: AccountResolver | None = None
+    limiter: RateLimiter | None = None
     workspace: str = "default"
     provider_timeout_s: float = 60.0
     _plans: OrderedDict[str, Plan] = field(default_factory=OrderedDict)
@@ -397,7 +401,7 @@ class Executor:
                 # Safe to resend after a crash: a read, or a provider that drops a resent key.
                 not capability.writes or wanted.idempotency_header is not None,
                 scrub=connection.scrub,
-                limiter_key=connection.limiter_key,
+                limit=connection.limit,
             )
             answer = await self._effect(run, step, spec, request)
             if isinstance(answer, _Stop):
@@ -515,7 +519,14 @@ class Executor:
     ) -> dict[str, Any]:
         log = run.log
         try:
-            response = await self.http.send(request, idempotency_key=key, key_header=spec.key_header)
+            throttle = (
+                Throttle.for_limit(self.limiter, spec.limit)
+                if self.limiter is not None and spec.limit is not None
+                else None
+            )
+            response = await self.http.send(
+                request, idempotency_key=key, key_header=spec.key_header, throttle=throttle
+            )
         except HttpCallError as exc:
             # Failures keep the shape of a success, so later nodes can read `status` and `body` either way.
             result: dict[str, Any] = {

@@ -25,6 +25,7 @@ from cosmogen.domain.runs import RunAction, RunStatus
 from cosmogen.integrations.accounts import DbAccountResolver, utc_now
 from cosmogen.integrations.egress import EgressPolicy
 from cosmogen.integrations.http import HttpClient
+from cosmogen.integrations.ratelimit import RateLimiter
 from cosmogen.integrations.secret import Secret
 from cosmogen.runtime import control, journal, notify
 from cosmogen.runtime.executor import Executor, launch_state
@@ -126,6 +127,7 @@ class Runtime:
             control_pending=self._controls.__contains__,
             draining=lambda: self._draining,
             accounts=DbAccountResolver(db, self._open_vault, utc_now),
+            limiter=RateLimiter(db),
             workspace=settings.workspace,
         )
         self._slots = asyncio.Semaphore(settings.concurrency)
@@ -191,6 +193,8 @@ class Runtime:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
         await self.http.close()
+        if self.executor.limiter is not None:
+            self.executor.limiter.close()
         await asyncio.to_thread(self.writer.close)
         self.db.close()
         if self._lock is not None:

@@ -213,3 +213,26 @@ def test_an_echoed_credential_never_reaches_the_journal(
     assert error["action"] == "reconnect"
     assert sim.log.select("openai.chat")[0].status == 401
     assert DEFAULT_API_KEY not in everything and DEFAULT_API_KEY not in repr(result)
+
+
+def test_provider_calls_share_the_accounts_rate_limit(
+    vault_settings: RuntimeSettings, sim: Simulator
+) -> None:
+    """Eight runs at once through one account limited to 5/s (burst 1), against a provider that answers
+    429 beyond exactly that: every call waits for its token, none is refused."""
+    sim.limit("openai.chat", rate=5, burst=1)
+
+    async def body(runtime: Runtime) -> list[RunStatus]:
+        await connect(
+            runtime, "openai-main", "openai", sim.url, "api_key", DEFAULT_API_KEY,
+            settings={"rate_limit": {"requests": 5, "per": "1s", "burst": 1}},
+        )  # fmt: skip
+        first = await runtime.submit(universe(CHAT))
+        others = [await runtime.start_run(first.universe_id, first.version_id) for _ in range(7)]
+        return [await runtime.wait(run_id) for run_id in [first.run_id, *others]]
+
+    statuses = with_runtime(vault_settings, body)
+    assert statuses == [RunStatus.SUCCEEDED] * 8
+    assert sim.log.count_429() == 0
+    assert len(sim.log.select("openai.chat")) == 8
+    assert sim.log.span("openai.chat") >= 7 / 5 - 0.1  # 8 calls at 5/s: at least 1.4 s first to last
