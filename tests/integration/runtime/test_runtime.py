@@ -165,7 +165,8 @@ def test_pause_takes_effect_between_nodes_and_resume_finishes(
 
     async def body(runtime: Runtime) -> None:
         submitted = await runtime.submit(universe(echo))
-        await asyncio.sleep(0.2)  # the first call is in flight
+        while not echo.requests:  # the first call is in flight (its answer takes 0.5 s)
+            await asyncio.sleep(0.01)
         assert await runtime.act(submitted.run_id, RunAction.PAUSE) is RunStatus.RUNNING
         assert await runtime.wait(submitted.run_id) is RunStatus.PAUSED
         paused = report(runtime.db, submitted.run_id)
