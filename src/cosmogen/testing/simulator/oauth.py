@@ -209,13 +209,10 @@ class AuthorizationServer:
         return back(code=code)
 
     async def token(self, call: Call) -> Reply:
-        form, refusal = self._form(call)
-        if refusal is not None:
-            return refusal
-        client, refusal = self._authenticate(call, form)
-        if refusal is not None:
-            return refusal
-        assert client is not None
+        checked = self._client_form(call)
+        if isinstance(checked, Reply):
+            return checked
+        client, form = checked
         grant = form.get("grant_type")
         if grant == "authorization_code":
             return self._exchange_code(client, form)
@@ -229,13 +226,10 @@ class AuthorizationServer:
         if "token" in call.request.query:
             # RFC 7009 §2.1: the token goes in the body; one in the URL ends up in logs.
             return self.dialect.error(400, "invalid_request", "the token must be sent in the request body")
-        form, refusal = self._form(call)
-        if refusal is not None:
-            return refusal
-        client, refusal = self._authenticate(call, form)
-        if refusal is not None:
-            return refusal
-        assert client is not None
+        checked = self._client_form(call)
+        if isinstance(checked, Reply):
+            return checked
+        client, form = checked
         token = form.get("token")
         if not token:
             return self.dialect.error(400, "invalid_request", "token is required")
@@ -271,6 +265,17 @@ class AuthorizationServer:
         }
 
     # Internals.
+
+    def _client_form(self, call: Call) -> tuple[Client, dict[str, str]] | Reply:
+        """The form body and the authenticated client of a token or revoke request, or the refusal."""
+        form, refusal = self._form(call)
+        if refusal is not None:
+            return refusal
+        client, refusal = self._authenticate(call, form)
+        if refusal is not None:
+            return refusal
+        assert client is not None
+        return client, form
 
     def _form(self, call: Call) -> tuple[dict[str, str], Reply | None]:
         if call.request.content_type != "application/x-www-form-urlencoded" or not isinstance(
