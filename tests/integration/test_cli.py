@@ -227,3 +227,14 @@ def test_illegal_action_names_what_is_possible(cosmogen: CLI) -> None:
     assert done.returncode == 2
     assert "a succeeded run cannot pause" in done.stderr
     assert "Traceback" not in done.stderr
+
+
+def test_providers_lists_every_executable_capability_and_the_catalog_as_json(cosmogen: CLI) -> None:
+    listed = cosmogen("providers")
+    assert listed.returncode == 0
+    assert "slack.post_message" in listed.stdout and "channel, text, thread_ts?" in listed.stdout
+    assert "36 more catalog entries are not executable yet" in listed.stdout
+    catalog = json.loads(cosmogen("providers", "--json").stdout)
+    executable = [c["id"] for p in catalog if p["executable"] for c in p["capabilities"]]
+    assert "instagram.publish_story" in executable and len(executable) == 11
+    assert "github" in cosmogen("providers", "--all").stdout

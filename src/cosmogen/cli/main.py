@@ -36,6 +36,7 @@ class _Group(click.Group):
                 "keys",
                 "launch",
                 "launches",
+                "providers",
                 "restore",
                 "runs",
                 "serve",
@@ -52,6 +53,10 @@ class _Group(click.Group):
             from cosmogen.cli.serve import serve_command
 
             return serve_command
+        if cmd_name == "providers":
+            from cosmogen.cli.providers_command import providers_command
+
+            return providers_command
         if cmd_name == "worker":
             from cosmogen.cli.worker import worker_command
 
