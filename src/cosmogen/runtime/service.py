@@ -126,7 +126,7 @@ class Runtime:
             checkpoint_every=settings.checkpoint_every,
             control_pending=self._controls.__contains__,
             draining=lambda: self._draining,
-            accounts=DbAccountResolver(db, self._open_vault, utc_now),
+            accounts=DbAccountResolver(db, self.open_vault, utc_now),
             limiter=RateLimiter(db),
             workspace=settings.workspace,
         )
@@ -134,8 +134,9 @@ class Runtime:
         self._tasks: dict[str, asyncio.Task[RunStatus]] = {}
         self._poller: asyncio.Task[None] | None = None
 
-    def _open_vault(self) -> Any:
-        """The credential vault, opened on the first provider call (cryptography loads only then)."""
+    def open_vault(self) -> Any:
+        """The credential vault (a `Vault`): the executor opens it on the first provider call, so
+        `cryptography` loads only then and a runtime with plain HTTP bindings needs no key."""
         from cosmogen.integrations import keystore
         from cosmogen.integrations.vault import KeyringError, KeySource
 
@@ -144,6 +145,8 @@ class Runtime:
         source = (
             KeySource.for_data_dir(self.settings.data_dir, self.settings.vault_keys)
             if self.settings.data_dir is not None
+            # No data directory (PostgreSQL): only the keyring from the environment counts, and a keyring
+            # from the environment is never written to a file, so this path is never touched.
             else KeySource(Path("/nonexistent/vault.keys"), self.settings.vault_keys)
         )
         return keystore.open_vault(self.db, source)

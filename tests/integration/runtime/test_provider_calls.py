@@ -52,7 +52,7 @@ async def connect(
     auth_kind: str = "api_key",
     **extra: Any,
 ) -> str:
-    vault = runtime._open_vault()
+    vault = runtime.open_vault()
     account_id = await runtime.writer.write(
         credentials.create_account(
             workspace_id="default",
