@@ -32,6 +32,7 @@ class _Group(click.Group):
         return sorted(
             [
                 *super().list_commands(ctx),
+                "accounts",
                 "backup",
                 "keys",
                 "launch",
@@ -53,6 +54,10 @@ class _Group(click.Group):
             from cosmogen.cli.serve import serve_command
 
             return serve_command
+        if cmd_name == "accounts":
+            from cosmogen.cli.accounts_commands import accounts_group
+
+            return accounts_group
         if cmd_name == "providers":
             from cosmogen.cli.providers_command import providers_command
 

@@ -1,0 +1,86 @@
+"""`cosmogen accounts` end to end, as a user would: add an account with its key on stdin, list it (no
+secret shown), run a universe whose provider binding calls the provider simulator through it, and the
+refusals (a duplicate name, an unknown provider, a removed account)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from cosmogen.testing.simulator import DEFAULT_API_KEY, Simulator, ThreadedSimulator
+
+from .conftest import CLI
+
+
+@pytest.fixture
+def sim(monkeypatch: pytest.MonkeyPatch) -> Iterator[Simulator]:
+    monkeypatch.setenv("COSMOGEN_EGRESS_ALLOW_NETWORKS", "127.0.0.1/32")  # the simulator, on purpose
+    with ThreadedSimulator() as server:
+        yield server
+
+
+def universe(tmp_path: Path) -> str:
+    path = tmp_path / "ask.json"
+    path.write_text(
+        json.dumps(
+            {
+                "cosmogen": "universe/1",
+                "name": "ask",
+                "nodes": [
+                    {"id": "b", "type": "begin", "entity": "q:1", "properties": {"topic": "tides"}},
+                    {"id": "ask", "type": "become", "entity": "q:1", "transform": {"asked": "true"}},
+                ],
+                "edges": [{"source": "b", "target": "ask"}],
+                "bindings": [
+                    {
+                        "id": "chat",
+                        "node": "ask",
+                        "kind": "provider",
+                        "capability": "openai.chat",
+                        "account": "openai-main",
+                        "settings": {"prompt": "Explain {{ topic }}"},
+                    }
+                ],
+            }
+        )
+    )
+    return str(path)
+
+
+def test_add_list_run_remove(cosmogen: CLI, sim: Simulator, tmp_path: Path) -> None:
+    added = cosmogen(
+        "accounts", "add", "openai-main", "--provider", "openai", "--base-url", sim.url, "--secret-stdin",
+        stdin=DEFAULT_API_KEY + "\n",
+    )  # fmt: skip
+    assert added.returncode == 0, added.stderr
+    assert DEFAULT_API_KEY not in added.stdout + added.stderr
+    listed = cosmogen("accounts", "list", "--json")
+    [account] = json.loads(listed.stdout)
+    assert (account["name"], account["status"], account["secret_fields"]) == (
+        "openai-main",
+        "connected",
+        ["api_key"],
+    )
+    assert DEFAULT_API_KEY not in listed.stdout
+
+    ran = cosmogen("run", universe(tmp_path), "--json")
+    assert ran.returncode == 0, ran.stdout + ran.stderr
+    report = json.loads(ran.stdout)
+    assert report["status"] == "succeeded"
+    assert report["outputs"]["ask"]["bindings"]["chat"]["output"]["text"]
+    [call] = sim.log.select("openai.chat")
+    assert call.headers["Authorization"] == f"Bearer {DEFAULT_API_KEY}"
+    assert DEFAULT_API_KEY not in ran.stdout
+
+    again = cosmogen("accounts", "add", "openai-main", "--provider", "openai", "--secret-stdin", stdin="k\n")
+    assert again.returncode == 2 and "already exists" in again.stderr
+    unknown = cosmogen("accounts", "add", "x1", "--provider", "gmail", "--secret-stdin", stdin="k\n")
+    assert unknown.returncode == 2 and "no provider 'gmail'" in unknown.stderr
+
+    assert cosmogen("accounts", "remove", "openai-main").returncode == 0
+    failed = cosmogen("run", universe(tmp_path), "--json")
+    assert json.loads(failed.stdout)["status"] == "failed"
+    assert "no account named 'openai-main'" in failed.stdout
