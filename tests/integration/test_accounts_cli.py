@@ -56,7 +56,10 @@ def test_add_list_run_remove(cosmogen: CLI, sim: Simulator, tmp_path: Path) -> N
         stdin=DEFAULT_API_KEY + "\n",
     )  # fmt: skip
     assert added.returncode == 0, added.stderr
+    assert "verified by a test call" in added.stdout and "not verified" not in added.stdout
     assert DEFAULT_API_KEY not in added.stdout + added.stderr
+    [probe] = sim.log.select("openai.models")  # the cheap read, with the key
+    assert probe.credential == DEFAULT_API_KEY
     listed = cosmogen("accounts", "list", "--json")
     [account] = json.loads(listed.stdout)
     assert (account["name"], account["status"], account["secret_fields"]) == (
@@ -84,3 +87,20 @@ def test_add_list_run_remove(cosmogen: CLI, sim: Simulator, tmp_path: Path) -> N
     failed = cosmogen("run", universe(tmp_path), "--json")
     assert json.loads(failed.stdout)["status"] == "failed"
     assert "no account named 'openai-main'" in failed.stdout
+
+
+def test_a_refused_key_is_saved_as_error_with_what_to_do(cosmogen: CLI, sim: Simulator) -> None:
+    added = cosmogen(
+        "accounts", "add", "claude", "--provider", "anthropic", "--base-url", sim.url, "--secret-stdin",
+        stdin="sk-ant-not-a-real-key\n",
+    )  # fmt: skip
+    assert added.returncode == 1
+    assert "status error" in added.stderr and "reconnect" in added.stderr
+    assert "sk-ant-not-a-real-key" not in added.stderr + added.stdout
+    [account] = json.loads(cosmogen("accounts", "list", "--json").stdout)
+    assert (account["status"], account["verified"]) == ("error", False)  # nothing saved was lost
+    skipped = cosmogen(
+        "accounts", "add", "claude2", "--provider", "anthropic", "--base-url", sim.url,
+        "--secret-stdin", "--no-test", stdin="whatever\n",
+    )  # fmt: skip
+    assert skipped.returncode == 0 and "not verified" in skipped.stdout

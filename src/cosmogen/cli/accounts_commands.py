@@ -7,21 +7,27 @@ account has, never their values. Connecting OAuth accounts (the browser flow) co
 
 from __future__ import annotations
 
+import asyncio
 import json
+import os
 import sys
 from typing import Any
 
 import click
-from sqlalchemy import delete, select
+from sqlalchemy import delete, select, update
 
 from cosmogen.cli.keys_commands import _fail, _open, _store_options
-from cosmogen.domain.capabilities import default_registry
+from cosmogen.domain.capabilities import Failure, Provider, default_registry
 from cosmogen.domain.ratelimit import RateLimitSettingsError, account_limits
 from cosmogen.integrations import credentials, keystore
+from cosmogen.integrations.accounts import probe_account
+from cosmogen.integrations.connections import Connection
+from cosmogen.integrations.http import HttpClient
 from cosmogen.integrations.secret import Secret
 from cosmogen.integrations.vault import VaultError
+from cosmogen.settings import Settings
 from cosmogen.store import GroupCommitWriter, migrate
-from cosmogen.store.tables import accounts
+from cosmogen.store.tables import accounts, utcnow
 from cosmogen.store.tables import credentials as credential_rows
 
 # Which secret field each auth kind stores, and what to call it when asking for it.
@@ -57,6 +63,7 @@ def accounts_group() -> None:
     help="Non-secret settings as JSON, e.g. '{\"rate_limit\": {...}}'.",
 )
 @click.option("--secret-stdin", is_flag=True, help="Read the secret from standard input instead of a prompt.")
+@click.option("--no-test", is_flag=True, help="Save without the test call (the account stays unverified).")
 @_store_options
 def add_command(
     name: str,
@@ -67,10 +74,13 @@ def add_command(
     username: str | None,
     settings_json: str | None,
     secret_stdin: bool,
+    no_test: bool,
     data_dir: str | None,
     database_url: str | None,
 ) -> None:
-    """Add an account NAME; its secret is read from stdin or a hidden prompt and stored in the vault."""
+    """Add an account NAME; its secret is read from stdin or a hidden prompt and stored in the vault.
+    An API key is checked with a cheap read at the provider (OpenAI, Anthropic) before it counts as
+    connected; a refused key leaves the account saved with status `error` and what to do."""
     registry = default_registry()
     if provider not in registry.providers:
         _fail(f"no provider {provider!r}; executable ones: {', '.join(sorted(registry.providers))}")
@@ -109,8 +119,6 @@ def add_command(
                     values["username"] = Secret(username)
                 if values:
                     credentials.put_secrets(vault, account_id, values)(conn)
-                # No test call yet (it comes with `cosmogen accounts test`): usable at once, unverified.
-                credentials.set_account_status(account_id, "connected")(conn)
                 return account_id
 
             try:
@@ -119,9 +127,29 @@ def add_command(
                 if "unique" in str(exc).lower() or "duplicate" in str(exc).lower():
                     _fail(f"an account named {name!r} already exists; remove it first or pick another name")
                 raise
+            target = registry.providers[provider]
+            failure = None
+            tested = (
+                target.probe is not None and auth_kind == "api_key" and secret is not None and not no_test
+            )
+            if tested:
+                assert secret is not None
+                connection = Connection(
+                    account_id, name, provider, auth_kind, base_url or target.base_url, {"api_key": secret}
+                )
+                failure = asyncio.run(_test(data_dir, database_url, target, connection))
+            writer.submit(_settle(account_id, failure, verified=tested)).result()
     finally:
         db.close()
-    click.echo(f"added {provider} account {name!r} ({account_id}), connected, not verified by a test call")
+    if failure is not None:
+        _fail(
+            f"saved {provider} account {name!r} with status error: the test call was refused: "
+            f"{failure.message} ({failure.action.value}); fix it and add the account again after "
+            "`cosmogen accounts remove`",
+            code=1,
+        )
+    how = "verified by a test call" if tested else "not verified by a test call"
+    click.echo(f"added {provider} account {name!r} ({account_id}), connected, {how}")
 
 
 @accounts_group.command("list")
@@ -178,6 +206,31 @@ def remove_command(name: str, data_dir: str | None, database_url: str | None) ->
     finally:
         db.close()
     click.echo(f"removed account {name!r} and its secrets")
+
+
+async def _test(
+    data_dir: str | None, database_url: str | None, provider: Provider, connection: Connection
+) -> Failure | None:
+    settings = Settings.from_env(os.environ, data_dir=data_dir, database_url=database_url)
+    http = HttpClient(settings.egress)  # the same egress guard as every other call
+    await http.start()
+    try:
+        return await probe_account(http, provider, connection)
+    finally:
+        await http.close()
+
+
+def _settle(account_id: str, failure: Failure | None, *, verified: bool) -> Any:
+    def write(conn: Any) -> None:
+        if failure is not None:
+            problem = {"code": failure.code, "message": failure.message, "action": failure.action.value}
+            credentials.set_account_status(account_id, "error", last_error=problem)(conn)
+            return
+        credentials.set_account_status(account_id, "connected")(conn)
+        if verified:
+            conn.execute(update(accounts).where(accounts.c.id == account_id).values(verified_at=utcnow()))
+
+    return write
 
 
 def _settings(raw: str | None, provider: str) -> dict[str, Any]:

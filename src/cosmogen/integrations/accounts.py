@@ -15,9 +15,10 @@ from typing import TYPE_CHECKING
 
 from sqlalchemy import select
 
-from cosmogen.domain.capabilities import Action, Capability, Provider
+from cosmogen.domain.capabilities import Action, Capability, Failure, Provider
 from cosmogen.domain.ratelimit import RateLimitSettingsError, limit_for
-from cosmogen.integrations.connections import AccountUnavailable, Connection
+from cosmogen.integrations.connections import AccountUnavailable, Connection, provider_request
+from cosmogen.integrations.http import HttpCallError, HttpClient
 from cosmogen.store import Database
 from cosmogen.store.tables import accounts
 
@@ -125,3 +126,19 @@ class DbAccountResolver:
 
 def utc_now() -> datetime:
     return datetime.now(UTC)
+
+
+async def probe_account(http: HttpClient, provider: Provider, connection: Connection) -> Failure | None:
+    """Send the provider's cheap read with the account's credential: None when it was accepted, else
+    what went wrong and what to do. Call only for providers with a `probe`."""
+    assert provider.probe is not None
+    request = provider_request(provider, connection, provider.probe, timeout_s=15.0)
+    try:
+        response = await http.send(request)
+    except HttpCallError as exc:
+        if exc.status is not None:
+            found = provider.failure(exc.status, exc.body)
+            if found is not None:
+                return Failure(found.code, connection.scrub(found.message), found.action, found.retryable)
+        return Failure(f"{provider.id}.unreachable", connection.scrub(str(exc)), Action.FIX_SETTING)
+    return provider.failure(response.status, response.body)

@@ -209,6 +209,8 @@ def anthropic_failure(status: int, body: Any) -> Failure | None:
         return None
     kind = dig(body, "error", "type")
     message = _text(dig(body, "error", "message"))
+    if status == 401:  # whatever the body calls it, a refused key means reconnecting
+        return status_failure("anthropic", status, message)
     if isinstance(kind, str) and kind in _ANTHROPIC_ACTIONS:
         action, retryable = _ANTHROPIC_ACTIONS[kind]
         return Failure(f"anthropic.{kind}", f"Anthropic: {message or kind}", action, retryable)
@@ -447,7 +449,16 @@ def _http_call_out(status: int, body: Any) -> Json:
 # --- the registry's contents -----------------------------------------------------------------------
 
 PROVIDERS = (
-    Provider("openai", "OpenAI", "ai", "https://api.openai.com", ("api_key",), "bearer", openai_failure),
+    Provider(
+        "openai",
+        "OpenAI",
+        "ai",
+        "https://api.openai.com",
+        ("api_key",),
+        "bearer",
+        openai_failure,
+        probe=ProviderRequest("GET", "/v1/models"),
+    ),
     Provider(
         "anthropic",
         "Anthropic",
@@ -457,6 +468,7 @@ PROVIDERS = (
         "x-api-key",
         anthropic_failure,
         headers={"anthropic-version": "2023-06-01"},
+        probe=ProviderRequest("GET", "/v1/models"),
     ),
     Provider(
         "slack",

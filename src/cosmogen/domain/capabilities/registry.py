@@ -120,6 +120,8 @@ class Provider:
     oauth: OAuthEndpoints | None = None
     # Headers every request carries (API versions pinned here, one place to move them).
     headers: Mapping[str, str] = field(default_factory=dict)
+    # A cheap read that proves a credential works (checked when an API-key account is saved).
+    probe: ProviderRequest | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -185,6 +185,12 @@ class Providers:
             headers={"x-request-id": f"req_sim{call.entry.seq:06d}"},
         )
 
+    async def models(self, call: Call) -> Reply:
+        """The cheap read that checks a key: OpenAI's list, or Anthropic's when sent with x-api-key."""
+        if "x-api-key" in call.request.headers:
+            return Reply(200, {"data": [{"type": "model", "id": "claude-sonnet-4-5"}], "has_more": False})
+        return Reply(200, {"object": "list", "data": [{"id": "gpt-4o-mini", "object": "model"}]})
+
     async def embeddings(self, call: Call) -> Reply:
         body, refusal = self._openai_body(call, "model", "input")
         if refusal is not None:

@@ -213,6 +213,8 @@ class Simulator:
             openai("openai.responses", "/v1/responses", p.responses),
             openai("openai.embeddings", "/v1/embeddings", p.embeddings),
             openai("openai.images", "/v1/images/generations", p.images),
+            # One path for both APIs (one host here): an x-api-key header means Anthropic's shape.
+            spec("openai.models", "GET", "/v1/models", p.models, p.openai, anthropic_key),
             spec("anthropic.messages", "POST", "/v1/messages", p.messages, p.anthropic, anthropic_key),
             spec("slack.postMessage", "POST", "/api/chat.postMessage", p.post_message, p.slack, slack_token),
             spec(
