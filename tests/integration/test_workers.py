@@ -110,7 +110,6 @@ def test_a_killed_workers_run_resumes_on_another_worker_within_30_s(
         owner = next(w for w in workers if f":{w.pid}:" in first.worker_id)
         survivor = next(w for w in workers if w is not owner)
         owner.kill()
-        killed_at = time.monotonic()
         waited = wait_for(
             lambda: f":{survivor.pid}:" in (row(db, run_id).worker_id or ""), 30, "another worker to resume"
         )
@@ -121,7 +120,6 @@ def test_a_killed_workers_run_resumes_on_another_worker_within_30_s(
             worker.kill()
         db.close()
     assert waited <= 30.0, f"resumed {waited:.1f} s after the kill"
-    assert time.monotonic() - killed_at > 0
     assert last.attempt == 2
     assert last.state["entities"]["job:1"]["n"] == 30
     # Every step was delivered, and none twice except the one in flight at the kill (same key).

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
-from datetime import UTC, datetime
 
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -16,10 +15,7 @@ from cosmogen import __version__
 from cosmogen.api.webhooks import webhook_routes
 from cosmogen.runtime.scheduler import Scheduler
 from cosmogen.runtime.service import Runtime
-
-
-def _utc_now() -> datetime:
-    return datetime.now(UTC)
+from cosmogen.store.tables import utcnow
 
 
 def create_app(open_runtime: Callable[[], Awaitable[Runtime]]) -> Starlette:
@@ -32,7 +28,7 @@ def create_app(open_runtime: Callable[[], Awaitable[Runtime]]) -> Starlette:
         else:
             await runtime.recover()
             runtime.start_polling()
-        clock = _utc_now
+        clock = utcnow
         # Routes that need the store join once it is open (the app is built before the runtime exists).
         app.router.routes.extend(webhook_routes(runtime.db, runtime.writer, runtime.start_run, clock))
         scheduler = Scheduler(runtime.db, runtime.writer, runtime.start_run, clock)

@@ -11,7 +11,6 @@ import asyncio
 import os
 import signal
 import sys
-from datetime import UTC, datetime
 
 import click
 
@@ -20,10 +19,7 @@ from cosmogen.runtime.queue import WorkerOptions
 from cosmogen.runtime.scheduler import Scheduler
 from cosmogen.runtime.service import NeedsPostgres, Runtime, UnsafeDatabase
 from cosmogen.settings import Settings, SettingsError
-
-
-def _utc_now() -> datetime:
-    return datetime.now(UTC)
+from cosmogen.store.tables import utcnow
 
 
 @click.command("worker")
@@ -77,7 +73,7 @@ async def _work(settings: Settings, options: WorkerOptions, *, scheduler: bool) 
     try:
         await runtime.start_worker(options)
         if scheduler:
-            ticks = Scheduler(runtime.db, runtime.writer, runtime.start_run, _utc_now)
+            ticks = Scheduler(runtime.db, runtime.writer, runtime.start_run, utcnow)
             ticking = asyncio.create_task(ticks.run_forever(), name="scheduler")
         click.echo(
             f"cosmogen worker {runtime.worker_id} taking runs (concurrency {options.concurrency})", err=True

@@ -349,7 +349,7 @@ def blocked_until(
     after it. Header names are matched case-insensitively.
     """
     lowered = {name.lower(): value for name, value in headers.items()}
-    when = _retry_after(lowered.get("retry-after"), now)
+    when = retry_after_at(lowered.get("retry-after"), now)
     for name in _RESET_HEADERS:
         if when is None:
             when = _reset(lowered.get(name), now)
@@ -369,7 +369,8 @@ def _number(value: str) -> float | None:
     return float(value) if _NUMBER.match(value) else None
 
 
-def _retry_after(value: str | None, now: float) -> float | None:
+def retry_after_at(value: str | None, now: float) -> float | None:
+    """A `Retry-After` value (delta-seconds, decimals accepted, or an HTTP-date) as epoch seconds."""
     if value is None or not value.strip():
         return None
     value = value.strip()

@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import threading
 from collections.abc import Callable
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import TYPE_CHECKING
 
 from sqlalchemy import select
@@ -122,10 +122,6 @@ class DbAccountResolver:
             secrets=secrets,
             limit=limit,
         )
-
-
-def utc_now() -> datetime:
-    return datetime.now(UTC)
 
 
 async def probe_account(http: HttpClient, provider: Provider, connection: Connection) -> Failure | None:

@@ -9,9 +9,10 @@ acted on it: the connection failed before sending, or the answer was 408, 425, 4
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import UTC, datetime
-from email.utils import parsedate_to_datetime
+from datetime import datetime
 from enum import StrEnum
+
+from cosmogen.domain.ratelimit import retry_after_at
 
 IDEMPOTENT_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE"})
 _NOT_PROCESSED_STATUSES = frozenset({408, 425, 429, 503})
@@ -70,15 +71,5 @@ def classify(status: int | None, failure: Failure | None, *, repeatable_request:
 
 def parse_retry_after(value: str | None, now: datetime) -> float | None:
     """`Retry-After` as seconds from `now`: either delta-seconds or an HTTP date. None when absent or bad."""
-    if not value:
-        return None
-    value = value.strip()
-    if value.isdigit():
-        return float(value)
-    try:
-        when = parsedate_to_datetime(value)
-    except (TypeError, ValueError, IndexError):
-        return None
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=UTC)
-    return max((when - now).total_seconds(), 0.0)
+    when = retry_after_at(value, now.timestamp())  # one parser, shared with the rate limiter
+    return None if when is None else max(when - now.timestamp(), 0.0)

@@ -22,7 +22,7 @@ from typing import Any
 from sqlalchemy.exc import IntegrityError
 
 from cosmogen.domain.runs import RunAction, RunStatus
-from cosmogen.integrations.accounts import DbAccountResolver, utc_now
+from cosmogen.integrations.accounts import DbAccountResolver
 from cosmogen.integrations.egress import EgressPolicy
 from cosmogen.integrations.http import HttpClient
 from cosmogen.integrations.ratelimit import RateLimiter
@@ -32,6 +32,7 @@ from cosmogen.runtime.executor import Executor, launch_state
 from cosmogen.runtime.ownership import DataDirLock
 from cosmogen.runtime.queue import WorkerOptions
 from cosmogen.store import Database, GroupCommitWriter, migrate, new_id, repos
+from cosmogen.store.tables import utcnow
 
 log = logging.getLogger(__name__)
 
@@ -126,7 +127,7 @@ class Runtime:
             checkpoint_every=settings.checkpoint_every,
             control_pending=self._controls.__contains__,
             draining=lambda: self._draining,
-            accounts=DbAccountResolver(db, self.open_vault, utc_now),
+            accounts=DbAccountResolver(db, self.open_vault, utcnow),
             limiter=RateLimiter(db),
             workspace=settings.workspace,
         )
