@@ -7,6 +7,8 @@
 - Where to send a person after connecting: only a same-origin relative path, anything else becomes "/"
   (the open-redirect payloads of reliability.md OA-11).
 - `state` is stored as its SHA-256 only, so a copy of the database cannot answer a callback.
+- Which endpoints and client an account uses (`oauth_config`), what a token endpoint's answer means
+  (`parse_token_response`: a grant, or a `TokenRefusal` whose `kind` says whether the grant is lost).
 """
 
 from __future__ import annotations
@@ -15,8 +17,11 @@ import base64
 import hashlib
 import re
 import unicodedata
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from enum import StrEnum
+from typing import Any
 from urllib.parse import unquote, urlencode, urlsplit
 
 DEFAULT_REFRESH_WINDOW = timedelta(minutes=5)
@@ -133,3 +138,145 @@ def safe_return_to(value: str | None) -> str:
         if parts.scheme or parts.netloc:
             return "/"
     return value
+
+
+# -- Which authorization server an account talks to -------------------------------------------------
+
+OAUTH_SETTING = "oauth"  # accounts.settings["oauth"]: the account's OAuth client and endpoint overrides
+_ENDPOINT_KEYS = ("authorize_url", "token_url", "revoke_url", "issuer")
+_OAUTH_KEYS = frozenset({"client_id", "client_auth", *_ENDPOINT_KEYS})
+
+
+@dataclass(frozen=True, slots=True)
+class OAuthClientConfig:
+    """One account's OAuth client: its id (the secret is the vault field `client_secret`) and endpoints.
+
+    `issuer` is what RFC 9207's `iss` callback parameter must equal (None: the AS does not send one).
+    `client_auth` is how the client authenticates at the token and revocation endpoints: "basic"
+    (HTTP Basic, RFC 6749 §2.3.1's preferred way) or "body" (client_id/client_secret form fields).
+    """
+
+    client_id: str
+    authorize_url: str
+    token_url: str
+    revoke_url: str | None
+    issuer: str | None
+    client_auth: str = "basic"
+
+
+def oauth_config(
+    provider_id: str,
+    defaults: tuple[str, str, str | None] | None,
+    settings: Mapping[str, Any] | None,
+) -> OAuthClientConfig:
+    """The OAuth client of an account: `settings["oauth"]` over the provider's endpoints (`defaults`:
+    authorize, token and revocation URLs; None for providers with no built-in endpoints, such as the
+    generic HTTP provider). A sandbox account points every URL at the simulator the same way.
+
+    Raises OAuthError naming the missing or wrong setting.
+    """
+    raw = (settings or {}).get(OAUTH_SETTING) or {}
+    if not isinstance(raw, Mapping):
+        raise OAuthError('the account setting "oauth" must be an object, e.g. {"client_id": "..."}')
+    unknown = sorted(set(raw) - _OAUTH_KEYS)
+    if unknown:
+        raise OAuthError(
+            f'unknown key(s) {", ".join(unknown)} in the account setting "oauth"; '
+            f"allowed: {', '.join(sorted(_OAUTH_KEYS))}"
+        )
+    for key, value in raw.items():
+        if value is not None and not isinstance(value, str):
+            raise OAuthError(f'the account setting "oauth.{key}" must be a string')
+    authorize, token, revoke = defaults or (None, None, None)
+    authorize = raw.get("authorize_url") or authorize
+    token = raw.get("token_url") or token
+    revoke = raw.get("revoke_url") or revoke
+    client_id = raw.get("client_id")
+    if not client_id:
+        raise OAuthError(
+            f'a {provider_id} OAuth account needs its app\'s client id: set "oauth": {{"client_id": "..."}} '
+            "in the account settings (the client secret goes to the vault, never to settings)"
+        )
+    if not authorize or not token:
+        raise OAuthError(
+            f'{provider_id} has no built-in OAuth endpoints: set "oauth.authorize_url" and "oauth.token_url"'
+        )
+    client_auth = raw.get("client_auth") or "basic"
+    if client_auth not in ("basic", "body"):
+        raise OAuthError('"oauth.client_auth" must be "basic" or "body"')
+    for key, url in (("authorize_url", authorize), ("token_url", token), ("revoke_url", revoke)):
+        if url is not None:
+            _check_endpoint(key, url)
+    return OAuthClientConfig(client_id, authorize, token, revoke, raw.get("issuer"), client_auth)
+
+
+def _check_endpoint(key: str, url: str) -> None:
+    parts = urlsplit(url)
+    local = parts.hostname in ("127.0.0.1", "localhost", "::1")
+    if parts.scheme != "https" and not (parts.scheme == "http" and local):
+        raise OAuthError(f'"oauth.{key}" must be an https URL (http only on 127.0.0.1), not {url!r}')
+
+
+# -- What a token endpoint answered --------------------------------------------------------------------
+
+
+class RefusalKind(StrEnum):
+    INVALID_GRANT = "invalid_grant"  # the grant is dead (or was rotated by someone else: re-read first)
+    TRANSIENT = "transient"  # 5xx, 429, timeouts, network: keep the grant, back off, try again
+    CLIENT = "client"  # invalid_client, unauthorized_client, invalid_scope...: fix the app's settings
+
+
+@dataclass(frozen=True, slots=True)
+class TokenGrant:
+    access_token: str
+    refresh_token: str | None  # None: the AS did not rotate it (keep the stored one)
+    expires_at: datetime | None  # None: no expiry given (only a 401 triggers a refresh)
+    scopes: tuple[str, ...] | None  # None: the AS did not say (keep what was requested)
+
+
+@dataclass(frozen=True, slots=True)
+class TokenRefusal:
+    kind: RefusalKind
+    code: str  # the AS's error code, or "http_<status>" / "malformed"
+    message: str  # safe to show: built from the error code and description, never a token
+
+
+_GRANT_LOST = frozenset({"invalid_grant", "invalid_refresh_token", "token_revoked", "token_expired"})
+_TRANSIENT_CODES = frozenset({"temporarily_unavailable", "server_error", "slow_down", "ratelimited"})
+
+
+def parse_token_response(status: int, body: Any, now: datetime) -> TokenGrant | TokenRefusal:
+    """A token endpoint's answer (RFC 6749 §5.1/§5.2; Slack's 200 `{"ok": false}` too) as a grant or a
+    refusal. Callers must not show `body` itself: it may hold tokens."""
+    if status in (408, 425, 429) or status >= 500:
+        return TokenRefusal(RefusalKind.TRANSIENT, f"http_{status}", f"the token endpoint answered {status}")
+    if not isinstance(body, Mapping):
+        kind = RefusalKind.TRANSIENT if status < 400 else RefusalKind.CLIENT
+        return TokenRefusal(kind, "malformed", f"the token endpoint answered {status} without a JSON object")
+    error = body.get("error")
+    if status >= 400 or error is not None or body.get("ok") is False:
+        code = error if isinstance(error, str) and error else f"http_{status}"
+        described = body.get("error_description")
+        detail = f": {described[:200]}" if isinstance(described, str) and described else ""
+        if code in _GRANT_LOST:
+            kind = RefusalKind.INVALID_GRANT
+        elif code in _TRANSIENT_CODES:
+            kind = RefusalKind.TRANSIENT
+        else:
+            kind = RefusalKind.CLIENT
+        return TokenRefusal(kind, code, f"the authorization server refused: {code}{detail}")
+    access = body.get("access_token")
+    token_type = body.get("token_type")
+    if not isinstance(access, str) or not access:
+        return TokenRefusal(RefusalKind.TRANSIENT, "malformed", "the token answer has no access_token")
+    if isinstance(token_type, str) and token_type.lower() not in ("bearer", "user", "bot"):
+        return TokenRefusal(RefusalKind.CLIENT, "token_type", f"unsupported token type {token_type!r}")
+    refresh = body.get("refresh_token")
+    scope = body.get("scope")
+    scopes = tuple(s for s in scope.replace(",", " ").split() if s) if isinstance(scope, str) else None
+    return TokenGrant(
+        access,
+        refresh if isinstance(refresh, str) and refresh else None,
+        expiry_from(now, body.get("expires_in")),
+        scopes,
+    )

@@ -113,10 +113,15 @@ class HttpClient:
         idempotency_key: str | None = None,
         key_header: str | None = None,
         throttle: Throttle | None = None,
+        retry: RetryPolicy | None = None,
     ) -> HttpResponse:
-        """Send with the retry policy. With a `throttle`, every attempt (retries too) first takes a token of
-        its key, and a 429 that says until when (Retry-After, x-ratelimit-reset) blocks the key for every
-        process before this call's own retry waits."""
+        """Send with the retry policy (the client's, or `retry` for this call: the OAuth token manager
+        passes one with no retries because it backs off itself). With a `throttle`, every attempt (retries
+        too) first takes a token of its key, and a 429 that says until when (Retry-After,
+        x-ratelimit-reset) blocks the key for every process before this call's own retry waits.
+
+        A body goes out as JSON, or form-encoded when the request's Content-Type says
+        application/x-www-form-urlencoded (OAuth token and revocation endpoints)."""
         if self._session is None:
             raise RuntimeError("HttpClient.start() was not called")
         try:
@@ -127,6 +132,7 @@ class HttpClient:
         if key_header and idempotency_key:
             headers[key_header] = idempotency_key
         can_repeat = repeatable(request.method, bool(key_header and idempotency_key))
+        policy = retry or self.retry
         started = time.perf_counter()
         attempt = 0
         while True:
@@ -140,8 +146,8 @@ class HttpClient:
             if verdict is Verdict.SUCCESS and response is not None:
                 elapsed = (time.perf_counter() - started) * 1000
                 return HttpResponse(response[0], response[1], response[2], attempt, elapsed)
-            if verdict is Verdict.RETRY and attempt <= self.retry.max_retries:
-                await self.sleep(self.retry.backoff(attempt, self.random_unit(), retry_after))
+            if verdict is Verdict.RETRY and attempt <= policy.max_retries:
+                await self.sleep(policy.backoff(attempt, self.random_unit(), retry_after))
                 continue
             raise _failure(status, failure, response, attempt)
 
@@ -150,11 +156,13 @@ class HttpClient:
     ) -> tuple[int | None, Failure | None, tuple[int, dict[str, str], Any] | None, float | None]:
         assert self._session is not None
         send_body = request.body is not None and request.method not in ("GET", "HEAD")
+        as_form = send_body and _is_form(headers)
         try:
             async with self._session.request(
                 request.method,
                 request.url,
-                json=request.body if send_body else None,
+                json=request.body if send_body and not as_form else None,
+                data=request.body if as_form else None,
                 headers=headers,
                 timeout=aiohttp.ClientTimeout(total=request.timeout_s),
                 allow_redirects=False,
@@ -179,6 +187,13 @@ class HttpClient:
             return None, Failure.CONNECT, None, None
         except (aiohttp.ServerDisconnectedError, aiohttp.ClientPayloadError, aiohttp.ClientOSError):
             return None, Failure.DISCONNECT, None, None
+
+
+def _is_form(headers: dict[str, str]) -> bool:
+    return any(
+        k.lower() == "content-type" and v.split(";")[0].strip() == "application/x-www-form-urlencoded"
+        for k, v in headers.items()
+    )
 
 
 async def _read_body(resp: aiohttp.ClientResponse) -> Any:
