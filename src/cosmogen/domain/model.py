@@ -146,12 +146,19 @@ class Binding(Model):
     # Send the effect's idempotency key in this header, so the provider can drop a resent request
     # and the runtime may resend after a crash (e.g. "Idempotency-Key").
     idempotency_header: str | None = None
+    # Provider bindings: "production" refuses sandbox and unverified accounts (domain/tiers.py).
+    environment: Literal["sandbox", "production"] = "sandbox"
 
     @model_validator(mode="after")
     def _fields_of_its_kind(self) -> Binding:
         if self.kind == "http":
             if self.request is None:
                 raise ValueError("an http binding needs 'request' ({url, method, headers, body})")
+            if self.environment != "sandbox":
+                raise ValueError(
+                    "'environment' chooses which accounts a provider binding may use; an http binding "
+                    "has no account: remove it"
+                )
             if self.capability is not None or self.account is not None or self.settings:
                 raise ValueError(
                     "'capability', 'account' and 'settings' belong to provider bindings: add "

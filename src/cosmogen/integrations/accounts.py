@@ -121,6 +121,8 @@ class DbAccountResolver:
             base_url=base_url,
             secrets=secrets,
             limit=limit,
+            tier=row.tier,
+            verified=row.verified_at is not None,
         )
 
 

@@ -37,6 +37,8 @@ class Connection:
     secrets: Mapping[str, Secret] = field(default_factory=dict)
     # The shared rate limit its calls are charged to (provider default or account override); None: none.
     limit: Limit | None = None
+    tier: str = "sandbox"  # accounts.tier: "sandbox" | "production"
+    verified: bool = False  # a test call or a connect has succeeded (accounts.verified_at is set)
 
     def scrub(self, text: str) -> str:
         """`text` with every secret of this account masked (some providers echo a credential back)."""

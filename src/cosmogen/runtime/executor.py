@@ -47,6 +47,7 @@ from cosmogen.domain.plan import EntryScope, Plan, PlanNode, UnknownEntryNode
 from cosmogen.domain.ratelimit import Limit
 from cosmogen.domain.runs import RunStatus
 from cosmogen.domain.telemetry import keeps_event, shows_payloads
+from cosmogen.domain.tiers import tier_refusal
 from cosmogen.domain.validate import validate
 from cosmogen.expr import EvalError
 from cosmogen.integrations.connections import (
@@ -388,6 +389,15 @@ class Executor:
             connection = await self.accounts.connection(self.workspace, account, capability, provider)
         except AccountUnavailable as exc:
             refused = {"kind": "account", "message": str(exc), "action": exc.action.value, "account": account}
+            return {"status": None, "output": None, "error": refused}
+        wrong_tier = tier_refusal(binding.environment, connection.name, connection.tier, connection.verified)
+        if wrong_tier is not None:
+            refused = {
+                "kind": "account",
+                "message": wrong_tier,
+                "action": Action.FIX_SETTING.value,
+                "account": account,
+            }
             return {"status": None, "output": None, "error": refused}
         outputs: dict[str, Any] = {}
         status: int | None = None
