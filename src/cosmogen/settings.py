@@ -29,6 +29,8 @@ class Settings:
     worker_dead_after_s: float = 10.0
     # COSMOGEN_VAULT_KEYS: the vault keyring as JSON; wins over the key file in the data directory.
     vault_keys: Secret | None = None
+    # `serve` starts the provider simulator and keeps sandbox accounts on it (runtime/sandbox.py).
+    sandbox: bool = False
 
     @classmethod
     def from_env(
@@ -39,6 +41,7 @@ class Settings:
         database_url: str | None = None,
         host: str | None = None,
         port: int | None = None,
+        sandbox: bool | None = None,
     ) -> Settings:
         """Command-line options win over the environment, which wins over the defaults."""
         chosen_dir = data_dir or env.get("COSMOGEN_DATA_DIR") or _default_data_dir(env)
@@ -74,9 +77,17 @@ class Settings:
         port_text = str(port) if port is not None else env.get("COSMOGEN_PORT", "8420")
         if not port_text.isdigit() or not 0 < int(port_text) < 65536:
             raise SettingsError(f"COSMOGEN_PORT must be a port number, not {port_text!r}")
+        chosen_url = database_url or env.get("COSMOGEN_DATABASE_URL") or None
+        sandbox_text = env.get("COSMOGEN_SANDBOX", "").strip().lower()
+        if sandbox_text not in ("", "0", "1", "true", "false", "yes", "no", "on", "off"):
+            raise SettingsError(f"COSMOGEN_SANDBOX must be 1 or 0, not {sandbox_text!r}")
+        if sandbox is None:
+            # On by default for the embedded setup (a laptop trying things); off for PostgreSQL, whose
+            # workers run elsewhere and could not reach a simulator inside this process.
+            sandbox = sandbox_text in ("1", "true", "yes", "on") if sandbox_text else chosen_url is None
         return cls(
             data_dir=Path(chosen_dir).expanduser(),
-            database_url=database_url or env.get("COSMOGEN_DATABASE_URL") or None,
+            database_url=chosen_url,
             egress=egress,
             crash_at=crash_at,
             host=host or env.get("COSMOGEN_HOST", "127.0.0.1"),
@@ -84,6 +95,7 @@ class Settings:
             checkpoint_every=int(every),
             worker_dead_after_s=dead_after,
             vault_keys=Secret(env["COSMOGEN_VAULT_KEYS"]) if env.get("COSMOGEN_VAULT_KEYS") else None,
+            sandbox=sandbox,
         )
 
     def runtime(self) -> RuntimeSettings:

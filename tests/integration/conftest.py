@@ -6,6 +6,7 @@ import sys
 import time
 import urllib.request
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -41,14 +42,16 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-@pytest.fixture
-def served(tmp_path: Path) -> Iterator[tuple[str, subprocess.Popen[str]]]:
+@contextmanager
+def serving(tmp_path: Path, *args: str) -> Iterator[tuple[str, subprocess.Popen[str]]]:
+    """`cosmogen serve` in a fresh process on the test's data dir, healthy before it is handed over,
+    stopped with SIGTERM afterwards. Its output goes to tmp_path/serve.log (appended across restarts)."""
     port = free_port()
     env = {**os.environ, "COSMOGEN_DATA_DIR": str(tmp_path / "cosmogen-data")}
     log = tmp_path / "serve.log"
-    with log.open("w") as sink:
+    with log.open("a") as sink:
         process = subprocess.Popen(
-            [sys.executable, "-m", "cosmogen", "serve", "--port", str(port)],
+            [sys.executable, "-m", "cosmogen", "serve", "--port", str(port), *args],
             env=env,
             cwd=ROOT,
             stdout=sink,
@@ -77,3 +80,9 @@ def served(tmp_path: Path) -> Iterator[tuple[str, subprocess.Popen[str]]]:
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait()
+
+
+@pytest.fixture
+def served(tmp_path: Path) -> Iterator[tuple[str, subprocess.Popen[str]]]:
+    with serving(tmp_path) as running:
+        yield running

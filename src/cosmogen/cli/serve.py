@@ -24,11 +24,19 @@ from cosmogen.settings import Settings, SettingsError
 @click.option("--database-url", default=None, help="PostgreSQL URL instead of the embedded SQLite database.")
 @click.option("--host", default=None, help="Address to listen on (default 127.0.0.1).")
 @click.option("--port", default=None, type=int, help="Port (default 8420).")
-def serve_command(data_dir: str | None, database_url: str | None, host: str | None, port: int | None) -> None:
+@click.option(
+    "--sandbox/--no-sandbox",
+    default=None,
+    help="Serve the provider simulator on 127.0.0.1 with sandbox accounts that use it "
+    "(default: on with SQLite, off with PostgreSQL; $COSMOGEN_SANDBOX).",
+)
+def serve_command(
+    data_dir: str | None, database_url: str | None, host: str | None, port: int | None, sandbox: bool | None
+) -> None:
     """Serve the runtime and its HTTP API; resumes every run a previous process left unfinished."""
     try:
         settings = Settings.from_env(
-            os.environ, data_dir=data_dir, database_url=database_url, host=host, port=port
+            os.environ, data_dir=data_dir, database_url=database_url, host=host, port=port, sandbox=sandbox
         )
     except SettingsError as exc:
         click.echo(f"error: {exc}", err=True)
@@ -36,6 +44,8 @@ def serve_command(data_dir: str | None, database_url: str | None, host: str | No
 
     async def open_runtime() -> Runtime:
         try:
+            if settings.sandbox:
+                return await _open_with_sandbox(settings)
             return await Runtime.open(settings.runtime())
         except DataDirBusy as exc:
             click.echo(f"error: {exc}; stop it first, or use another --data-dir", err=True)
@@ -51,3 +61,35 @@ def serve_command(data_dir: str | None, database_url: str | None, host: str | No
         err=True,
     )
     uvicorn.run(app, host=settings.host, port=settings.port, log_level="warning", lifespan="on")
+
+
+async def _open_with_sandbox(settings: Settings) -> Runtime:
+    """The runtime with the provider simulator beside it and the sandbox accounts pointing at it."""
+    from dataclasses import replace
+    from ipaddress import ip_network
+
+    from cosmogen.runtime import sandbox
+    from cosmogen.testing.simulator import Simulator
+
+    sim = Simulator(name="sandbox")
+    await sim.start(0)
+    runtime_settings = settings.runtime()
+    egress = runtime_settings.egress
+    # One allowlist entry for the simulator's address: the guard stays on for everything else.
+    opened = replace(egress, allow_networks=(*egress.allow_networks, ip_network("127.0.0.1/32")))
+    try:
+        runtime = await Runtime.open(replace(runtime_settings, egress=opened))
+    except BaseException:
+        await sim.close()
+        raise
+    runtime.on_close(sim.close)
+    wanted = sandbox.sandbox_accounts(sim, runtime.executor.registry)
+    names = await runtime.writer.write(
+        sandbox.install(runtime.open_vault(), runtime.settings.workspace, wanted)
+    )
+    kept = ", ".join(names) or "none (they were removed; a fresh data directory brings them back)"
+    click.echo(
+        f"sandbox: provider simulator on {sim.url} (not the real providers); sandbox accounts: {kept}",
+        err=True,
+    )
+    return runtime

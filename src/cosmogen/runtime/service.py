@@ -14,7 +14,7 @@ import asyncio
 import logging
 import os
 import socket
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -118,6 +118,7 @@ class Runtime:
         self._listener: asyncio.Task[None] | None = None
         self._reconciler: asyncio.Task[None] | None = None
         self._draining = False
+        self._closers: list[Callable[[], Awaitable[None]]] = []  # things started beside it (the sandbox)
         self.executor = Executor(
             db,
             writer,
@@ -201,8 +202,14 @@ class Runtime:
             self.executor.limiter.close()
         await asyncio.to_thread(self.writer.close)
         self.db.close()
+        for closer in reversed(self._closers):
+            await closer()
         if self._lock is not None:
             self._lock.release()
+
+    def on_close(self, closer: Callable[[], Awaitable[None]]) -> None:
+        """Stop something that serves this runtime (the sandbox simulator) once the runtime is closed."""
+        self._closers.append(closer)
 
     # --- submitting and dispatching ---------------------------------------------------------------
 
