@@ -25,57 +25,9 @@ from cosmogen.integrations import keystore
 from cosmogen.integrations.vault import KeySource, Secret
 from cosmogen.store import Database, GroupCommitWriter, migrate
 from cosmogen.store.tables import accounts, credentials, oauth_flows, utcnow
+from cosmogen.testing.canaries import hits, mint
 
 ROOT = Path(__file__).resolve().parents[2]
-
-
-def mint() -> dict[str, str]:
-    """One fresh canary per secret type, each with a 16-byte random core."""
-
-    def core() -> str:
-        return secrets.token_hex(16)
-
-    return {
-        "openai": f"sk-proj-{core()}",
-        "anthropic": f"sk-ant-api03-{core()}",
-        "slack": f"xoxb-1234-{core()}",
-        "x_bearer": f"AAAAAAAAAAAAAAAAAAAAA{core()}",
-        "access_token": f"ya29.{core()}",
-        "refresh_token": f"1//0g{core()}",
-        "client_secret": f"GOCSPX-{core()}",
-        "webhook_secret": f"whsec_{core()}",
-        "password": f"Pa55 w0rd/{core()}+é",
-        "graph_token": f"EAAB{core()}",
-        "replaced": f"sk-old-{core()}",
-        "deleted": f"sk-gone-{core()}",
-        "pkce_verifier": secrets.token_urlsafe(48),
-    }
-
-
-def forms(value: bytes) -> set[bytes]:
-    """The encodings to look for. Base64 of a value inside a longer blob depends on its offset modulo 3,
-    so each alignment is encoded and the characters shared with its neighbours are dropped."""
-    found = {
-        value,
-        value.hex().encode(),
-        value.hex().upper().encode(),
-        quote_from_bytes(value, safe="").encode(),
-        quote_from_bytes(value).encode(),  # the default leaves "/" as it is: a value holding 0x2F differs
-    }
-    for shift in range(3):
-        for encode in (base64.b64encode, base64.urlsafe_b64encode):
-            text = encode(b"\0" * shift + value)
-            found.add(text[(8 * shift + 5) // 6 : -4])
-    return {f for f in found if len(f) >= 16}
-
-
-def hits(blob: bytes, needles: dict[str, bytes]) -> list[str]:
-    return [
-        f"{name} ({form[:12]!r}...)"
-        for name, value in needles.items()
-        for form in forms(value)
-        if form in blob
-    ]
 
 
 def test_the_search_finds_every_form() -> None:
