@@ -122,6 +122,8 @@ def report(db: Database, run_id: str) -> dict[str, Any]:
         "universe": meta.name,
         "version": meta.number,
         "status": record.status.value,
+        # Why a running run waits and until when (a shared rate limit); None when it does not.
+        "waiting": record.waiting if record.status is RunStatus.RUNNING else None,
         "dry_run": record.dry_run,
         "attempt": record.attempt,
         "parent_run_id": record.parent_run_id,

@@ -84,6 +84,11 @@ def durable_result(data: dict[str, Any]) -> None:
     """A durable run's report (see cli/durable.report) for a person."""
     mode = " dry run" if data["dry_run"] else ""
     click.echo(f"{data['universe']} v{data['version']}{mode}: {data['status']} (run {data['run_id']})")
+    waiting = data.get("waiting")
+    if waiting:
+        asked = waiting["reason"] == "rate_limit_retry_after"
+        why = "rate limit, the provider asked to wait" if asked else "rate limit"
+        click.echo(f"  waiting: {why} until {waiting['until']} ({waiting['node']}.{waiting['binding']})")
     narratives: dict[str, list[str]] = {}
     for step in data["trace"]:
         narratives.setdefault(step["node"], []).append(step["narrative"])

@@ -9,6 +9,7 @@ only when repeating is safe, otherwise the run stops in `needs_attention`.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import signal
@@ -57,7 +58,7 @@ from cosmogen.integrations.connections import (
     shown_provider_request,
 )
 from cosmogen.integrations.http import HttpCallError, HttpClient
-from cosmogen.integrations.ratelimit import RateLimiter, Throttle
+from cosmogen.integrations.ratelimit import RateLimiter, Throttle, Wait
 from cosmogen.integrations.redact import redact_body, redact_headers, redact_url
 from cosmogen.integrations.retry import repeatable
 from cosmogen.runtime import journal
@@ -70,6 +71,9 @@ LAUNCH_CONFIG = "launch_config"
 # A response body in a verbose event is cut to this many characters of JSON: enough to see what came
 # back, while a large payload stays in the effect row instead of being copied into the event log.
 _SHOWN_BODY_CHARS = 2000
+# A rate-limit wait at least this long is written down (runs.waiting, an effect.waiting event); shorter
+# ones are the normal pace of a busy key and would only add writes.
+WAIT_SHOWN_S = 0.5
 
 # Named points where a test can make this process kill itself (SIGKILL), to prove crash safety.
 CRASH_POINTS = frozenset(
@@ -528,9 +532,23 @@ class Executor:
         key: str,
     ) -> dict[str, Any]:
         log = run.log
+        shown_waits: list[asyncio.Task[None]] = []
+
+        def on_wait(wait: Wait) -> None:
+            # Long waits are written down at once (runs.waiting plus an event), so a run held by a shared
+            # rate limit or a 429's Retry-After says so instead of looking stuck.
+            if wait.seconds < WAIT_SHOWN_S:
+                return
+            reason = "rate_limit_retry_after" if wait.blocked else "rate_limit"
+            until = datetime.fromtimestamp(wait.until, UTC).isoformat()
+            log.add("effect.waiting", node=step.id, binding=spec.name, reason=reason, until=until)
+            waiting = {"reason": reason, "until": until, "node": step.id, "binding": spec.name}
+            write = self.writer.write(journal.set_waiting(run.record.id, waiting, log))
+            shown_waits.append(asyncio.ensure_future(write))
+
         try:
             throttle = (
-                Throttle.for_limit(self.limiter, spec.limit)
+                Throttle.for_limit(self.limiter, spec.limit, on_wait)
                 if self.limiter is not None and spec.limit is not None
                 else None
             )
@@ -559,8 +577,12 @@ class Executor:
             status=result.get("status"),
             **({"response": _response_summary(result)} if run.verbose else {}),
         )
+        if shown_waits:
+            await asyncio.gather(*shown_waits)
         run.requested = await self.writer.write(
-            journal.record_outcome(effect_id, run.record.id, status, result, log)
+            journal.record_outcome(
+                effect_id, run.record.id, status, result, log, was_waiting=bool(shown_waits)
+            )
         )
         self._maybe_crash("after-outcome")
         return result

@@ -51,6 +51,7 @@ class RunRecord:
     started_at: datetime | None
     finished_at: datetime | None
     job_id: int | None = None
+    waiting: dict[str, Any] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -388,17 +389,30 @@ def record_intent(
 
 
 def record_outcome(
-    effect_id: int, run_id: str, status: str, response: Any, log: EventLog
+    effect_id: int, run_id: str, status: str, response: Any, log: EventLog, *, was_waiting: bool = False
 ) -> WriteFn[str | None]:
-    """Record a call's outcome; returns the action another process requested meanwhile, if any."""
+    """Record a call's outcome; returns the action another process requested meanwhile, if any.
+    `was_waiting`: the call had set runs.waiting, which ends with it."""
 
     def write(conn: Connection) -> str | None:
         conn.execute(
             _UPDATE_EFFECT, {"effect_id": effect_id, "status": status, "response": response, "at": utcnow()}
         )
+        if was_waiting:
+            conn.execute(update(runs).where(runs.c.id == run_id).values(waiting=None))
         _append(conn, log)
         action = conn.execute(_REQUESTED, {"rid": run_id}).scalar_one()
         return None if action is None else str(action)
+
+    return write
+
+
+def set_waiting(run_id: str, waiting: dict[str, Any], log: EventLog) -> WriteFn[None]:
+    """Say why the run waits and until when (its events go out with it, so listeners hear at once)."""
+
+    def write(conn: Connection) -> None:
+        conn.execute(update(runs).where(runs.c.id == run_id).values(waiting=waiting))
+        _append(conn, log)
 
     return write
 
@@ -512,6 +526,7 @@ def _load(conn: Connection, run_id: str) -> RunRecord:
         started_at=row.started_at,
         finished_at=row.finished_at,
         job_id=row.job_id,
+        waiting=row.waiting,
     )
 
 

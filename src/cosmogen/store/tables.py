@@ -237,6 +237,8 @@ runs = Table(
     Column("job_id", BigInteger, nullable=True),
     Column("lease_expires_at", UTCDateTime(), nullable=True),
     Column("attempt", Integer, nullable=False, server_default="0"),
+    # {"reason": "rate_limit", "until": ISO, "node", "binding", "key"} while a call waits its turn.
+    Column("waiting", json_type(), nullable=True),
     _created(),
     Column("started_at", UTCDateTime(), nullable=True),
     Column("finished_at", UTCDateTime(), nullable=True),

@@ -65,7 +65,7 @@ def pieces(value: bytes, size: int = MIN_PIECE) -> set[bytes]:
 def hits(blob: bytes, needles: Mapping[str, bytes], *, substrings: bool = False) -> list[str]:
     """Which needles occur in `blob`, in any form; with `substrings`, also any 12-byte piece of a
     needle's raw form. Each hit names the needle and shows at most 12 bytes of what matched."""
-    found = []
+    found: list[str] = []
     for name, value in needles.items():
         wanted = forms(value) | (pieces(value) if substrings else set())
         found.extend(f"{name} ({form[:12]!r}...)" for form in wanted if form in blob)
