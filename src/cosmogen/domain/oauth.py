@@ -15,14 +15,18 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import hmac
 import re
 import unicodedata
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import StrEnum
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote, urlencode, urlsplit
+
+if TYPE_CHECKING:  # the registry loads pydantic; these decisions need only its shape
+    from cosmogen.domain.capabilities import Registry
 
 DEFAULT_REFRESH_WINDOW = timedelta(minutes=5)
 # RFC 7636 §4.1: 43 to 128 characters of [A-Z a-z 0-9 - . _ ~].
@@ -280,3 +284,183 @@ def parse_token_response(status: int, body: Any, now: datetime) -> TokenGrant | 
         expiry_from(now, body.get("expires_in")),
         scopes,
     )
+
+
+# -- What a connection asks for ---------------------------------------------------------------------
+
+# Scopes the grant itself needs, whatever the capabilities: X hands out a refresh token only with
+# `offline.access` (without it the account would die when its 2-hour access token expires).
+_GRANT_SCOPES: Mapping[str, tuple[str, ...]] = {"x": ("offline.access",)}
+# RFC 6749 §3.3 separates scopes with spaces; Slack's authorize endpoint wants commas.
+_SCOPE_SEPARATORS: Mapping[str, str] = {"slack": ","}
+
+
+def requested_scopes(registry: Registry, provider_id: str, extra: Iterable[str] = ()) -> tuple[str, ...]:
+    """The scopes a connection of `provider_id` asks for: every scope its executable capabilities in
+    `registry` need, the scopes its grant needs, and `extra` (what a person asked for, e.g. for the
+    generic HTTP provider). Sorted, without duplicates, so the set is stable and reviewable (OA-14)."""
+    wanted = set(_GRANT_SCOPES.get(provider_id, ()))
+    for capability in registry.capabilities.values():
+        if capability.provider == provider_id:
+            wanted.update(capability.scopes)
+    for scope in extra:
+        if not scope or any(ch.isspace() or ch in ',"\\' for ch in scope):
+            raise OAuthError(f"scope {scope!r}: a scope is one word without spaces, commas or quotes")
+        wanted.add(scope)
+    return tuple(sorted(wanted))
+
+
+def scope_separator(provider_id: str) -> str:
+    return _SCOPE_SEPARATORS.get(provider_id, " ")
+
+
+def authorization_server_id(config: OAuthClientConfig) -> str:
+    """Which authorization server a flow talks to: its RFC 9207 issuer when it has one, else its
+    authorization endpoint. A callback is completed only against the server its flow started with."""
+    return config.issuer or config.authorize_url
+
+
+# -- Is this authorization response ours? (reliability.md OA-09, OA-10) ------------------------------
+
+FLOW_TTL = timedelta(minutes=10)
+
+
+@dataclass(frozen=True, slots=True)
+class StoredFlow:
+    """What was stored when the flow started (oauth_flows and its account)."""
+
+    provider: str
+    server_id: str  # authorization_server_id of the config the flow started with
+    expects_iss: bool  # the server sends RFC 9207's `iss`, so a response must carry the right one
+    redirect_uri: str
+    session_hash: str | None  # sha256 of the session that started it; None: a row older than 0008
+    expires_at: datetime
+    used: bool
+    account_status: str
+
+
+@dataclass(frozen=True, slots=True)
+class Callback:
+    """The authorization response as it arrived, and where (RFC 6749 §4.1.2, RFC 9207)."""
+
+    state: str | None
+    code: str | None
+    iss: str | None
+    error: str | None
+    error_description: str | None
+    provider: str  # whose callback received it
+    redirect_uri: str  # the redirect URI it arrived at
+    session_hash: str  # sha256 of the session (browser session, CLI process) that delivered it
+    server_id: str  # authorization_server_id of the account's config now
+
+
+@dataclass(frozen=True, slots=True)
+class CallbackRefusal:
+    code: str
+    message: str  # safe to show: never the code, the state or a token
+
+
+def session_hash(session: str) -> str:
+    if len(session) < MIN_STATE_CHARS:
+        raise OAuthError(f"a session binding needs at least {MIN_STATE_CHARS} random characters")
+    return hashlib.sha256(session.encode("utf-8")).hexdigest()
+
+
+def callback_refusal(flow: StoredFlow | None, callback: Callback, now: datetime) -> CallbackRefusal | None:
+    """Why an authorization response must not be exchanged, or None when it may be. Every check runs
+    before any token request; the caller marks the flow used whatever the answer (state is single-use).
+    """
+    again = "start connecting again"
+    if not callback.state:
+        return CallbackRefusal("missing_state", f"the authorization response carries no state; {again}")
+    if flow is None:
+        return CallbackRefusal(
+            "unknown_state",
+            f"the authorization response matches no connection in progress (unknown or replayed); {again}",
+        )
+    if flow.used:
+        return CallbackRefusal("state_used", f"this authorization response was already used; {again}")
+    if now > flow.expires_at:
+        minutes = int(FLOW_TTL.total_seconds() // 60)
+        return CallbackRefusal(
+            "expired", f"the connection was started more than {minutes} minutes ago; {again}"
+        )
+    if flow.session_hash is None or not hmac.compare_digest(flow.session_hash, callback.session_hash):
+        return CallbackRefusal(
+            "other_session", f"the connection was started in another session (browser or process); {again}"
+        )
+    if callback.provider != flow.provider or callback.redirect_uri != flow.redirect_uri:
+        return CallbackRefusal(
+            "mix_up",
+            f"the authorization response arrived for {callback.provider} at {callback.redirect_uri}, but "
+            f"the connection was started with {flow.provider} at {flow.redirect_uri}; {again}",
+        )
+    if callback.server_id != flow.server_id:
+        return CallbackRefusal(
+            "server_changed",
+            f"the account's authorization server changed since the connection started; {again}",
+        )
+    if flow.expects_iss and callback.iss != flow.server_id:
+        said = "no issuer" if callback.iss is None else f"issuer {callback.iss[:200]!r}"
+        return CallbackRefusal(
+            "issuer_mismatch",
+            f"the authorization response names {said}, not {flow.server_id!r} that the connection was "
+            f"started with (a mix-up attack or a misconfigured issuer); {again}",
+        )
+    if flow.account_status == "connected":
+        return CallbackRefusal(
+            "already_connected", "the account was connected meanwhile (by another connection attempt)"
+        )
+    if callback.error is not None:
+        code = callback.error[:64]
+        what = "the person declined access" if code == "access_denied" else "the authorization failed"
+        described = f" ({callback.error_description[:200]})" if callback.error_description else ""
+        return CallbackRefusal(
+            code if code.replace("_", "").isalnum() else "authorization_error",
+            f"{what}: the authorization server answered error={code}{described}; {again} and approve",
+        )
+    if not callback.code:
+        return CallbackRefusal("missing_code", f"the authorization response carries no code; {again}")
+    return None
+
+
+# -- Revoking a grant (RFC 7009) --------------------------------------------------------------------
+
+REVOCATION_MAX_ATTEMPTS = 12
+_REVOCATION_FIRST_DELAY = timedelta(minutes=1)
+_REVOCATION_MAX_DELAY = timedelta(hours=6)
+# Slack's auth.revoke answers 200 {"ok": false} when the token is dead already: revoked all the same.
+_DEAD_TOKEN = frozenset({"invalid_auth", "token_revoked", "token_expired", "not_authed", "account_inactive"})
+
+
+class RevocationVerdict(StrEnum):
+    DONE = "done"  # revoked, or the server says the token is not valid anyway
+    RETRY = "retry"  # the endpoint is down or throttled: try again later
+    FAILED = "failed"  # the server refuses (our client, the token type): retrying will not help
+
+
+def revocation_verdict(status: int | None, body: Any) -> tuple[RevocationVerdict, str]:
+    """What a revocation endpoint's answer means (RFC 7009 §2.2: 200 is success, also for a token the
+    server does not know; 503 means try later). `status` None: no answer (network, timeout)."""
+    if status is None:
+        return RevocationVerdict.RETRY, "the revocation endpoint did not answer"
+    if status in (408, 425, 429) or status >= 500:
+        return RevocationVerdict.RETRY, f"the revocation endpoint answered {status}"
+    error = body.get("error") if isinstance(body, Mapping) else None
+    code = error if isinstance(error, str) and error else f"http_{status}"
+    if 200 <= status < 300:
+        if isinstance(body, Mapping) and body.get("ok") is False and code not in _DEAD_TOKEN:
+            return RevocationVerdict.FAILED, f"the revocation endpoint refused: {code[:64]}"
+        return RevocationVerdict.DONE, "revoked"
+    if code in ("invalid_token", *_DEAD_TOKEN):
+        return RevocationVerdict.DONE, "the server no longer knows the token"
+    return RevocationVerdict.FAILED, f"the revocation endpoint refused ({status}): {code[:64]}"
+
+
+def revocation_retry_at(now: datetime, attempts: int) -> datetime | None:
+    """When to try a revocation again after `attempts` failed tries (1 min doubling, at most 6 h), or
+    None once REVOCATION_MAX_ATTEMPTS is reached (about 20 hours of trying)."""
+    if attempts >= REVOCATION_MAX_ATTEMPTS:
+        return None
+    delay = min(_REVOCATION_FIRST_DELAY * (1 << max(attempts - 1, 0)), _REVOCATION_MAX_DELAY)
+    return now + delay

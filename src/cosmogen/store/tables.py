@@ -407,6 +407,33 @@ oauth_flows = Table(
     _created(),
     Column("expires_at", UTCDateTime(), nullable=False),
     Column("used_at", UTCDateTime(), nullable=True),
+    # sha256 of the session that started the flow: a callback from another session is refused (OA-09).
+    Column("session_hash", Text, nullable=True),
+    # The server sends RFC 9207's `iss`, which must then equal `issuer` (mix-up defence, OA-10).
+    Column("expects_iss", Boolean, nullable=False, server_default=false()),
+)
+
+REVOCATION_STATUSES = ("pending", "done", "failed")
+
+oauth_revocations = Table(
+    "oauth_revocations",
+    metadata,
+    # The outbox of RFC 7009 revocations after a disconnect: the token waits, encrypted, in the account's
+    # credential `field` until the provider's revocation endpoint accepts it (then that field is deleted).
+    Column("id", Text, primary_key=True),
+    Column("account_id", Text, ForeignKey("accounts.id", ondelete="CASCADE"), nullable=False),
+    Column("field", Text, nullable=False),
+    Column("token_type_hint", Text, nullable=False),  # "refresh_token" | "access_token"
+    Column("revoke_url", Text, nullable=False),
+    Column("status", Text, nullable=False, server_default="pending"),
+    Column("attempts", Integer, nullable=False, server_default="0"),
+    Column("next_attempt_at", UTCDateTime(), nullable=True),  # also a claim: a taker pushes it ahead
+    Column("last_error", json_type(), nullable=True),
+    _created(),
+    Column("done_at", UTCDateTime(), nullable=True),
+    Index(None, "status", "next_attempt_at"),
+    Index(None, "account_id"),
+    CheckConstraint(_in("status", REVOCATION_STATUSES), name="status"),
 )
 
 vault_keys = Table(
