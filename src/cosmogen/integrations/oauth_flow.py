@@ -538,7 +538,7 @@ def _account_row(conn: Connection, workspace: str, name: str) -> Any:
     return row
 
 
-def _forget_tokens(
+def forget_tokens(
     vault: Vault, registry: Registry, workspace: str, name: str, now: Callable[[], datetime]
 ) -> WriteFn[tuple[Any, list[str], bool, int]]:
     """One transaction: the token ciphertexts deleted, the account `expired` saying "reconnect", and each
@@ -626,9 +626,7 @@ async def disconnect(
     """Disconnect an OAuth account: its tokens deleted here and revoked at the provider. Revocations the
     endpoint does not take now stay in the outbox for `deliver_revocations`; so do ones left from an
     earlier disconnect, which are retried now. Raises ConnectError for an unknown or non-OAuth account."""
-    row, queued, revocable, deleted = await writer.write(
-        _forget_tokens(vault, registry, workspace, name, now)
-    )
+    row, queued, revocable, deleted = await writer.write(forget_tokens(vault, registry, workspace, name, now))
     with db.engine.connect() as conn:
         waiting = conn.execute(
             select(oauth_revocations.c.id)
