@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import threading
 from collections.abc import Callable
+from dataclasses import replace
 from datetime import datetime
 from typing import TYPE_CHECKING
 
@@ -23,7 +24,10 @@ from cosmogen.store import Database
 from cosmogen.store.tables import accounts
 
 if TYPE_CHECKING:  # the vault imports `cryptography`: loaded on the first provider call, not at start
+    from cosmogen.integrations.tokens import TokenManager
     from cosmogen.integrations.vault import Vault
+
+ACCESS = "access_token"
 
 _STATUS_ACTIONS = {
     "pending": ("is not connected yet: finish connecting it", Action.RECONNECT),
@@ -33,20 +37,16 @@ _STATUS_ACTIONS = {
 }
 
 
-class DbAccountResolver:
-    def __init__(self, db: Database, open_vault: Callable[[], Vault], now: Callable[[], datetime]) -> None:
-        self._db = db
+class VaultOpener:
+    """The vault, opened on first use and then shared (the resolver and the token manager use one);
+    a vault that cannot open refuses the call with its own message."""
+
+    def __init__(self, open_vault: Callable[[], Vault]) -> None:
         self._open_vault = open_vault
         self._vault: Vault | None = None
         self._lock = threading.Lock()
-        self._now = now
 
-    async def connection(
-        self, workspace: str, account: str, capability: Capability, provider: Provider
-    ) -> Connection:
-        return await asyncio.to_thread(self._connection, workspace, account, capability, provider)
-
-    def _vault_or_refuse(self) -> Vault:
+    def __call__(self) -> Vault:
         from cosmogen.integrations.vault import VaultError
 
         with self._lock:
@@ -58,6 +58,42 @@ class DbAccountResolver:
                         f"the credential vault cannot open: {exc}", Action.CONTACT_PROVIDER
                     ) from None
             return self._vault
+
+
+class DbAccountResolver:
+    """With a token manager, an OAuth account's access token comes from it (refreshed when due, and
+    once more after a provider refused it); without one, an expired token is refused."""
+
+    def __init__(
+        self,
+        db: Database,
+        open_vault: Callable[[], Vault],
+        now: Callable[[], datetime],
+        tokens: TokenManager | None = None,
+    ) -> None:
+        self._db = db
+        self._vault_or_refuse = open_vault if isinstance(open_vault, VaultOpener) else VaultOpener(open_vault)
+        self._now = now
+        self._tokens = tokens
+
+    async def connection(
+        self, workspace: str, account: str, capability: Capability, provider: Provider
+    ) -> Connection:
+        found = await asyncio.to_thread(self._connection, workspace, account, capability, provider)
+        if found.auth_kind == "oauth2" and self._tokens is not None:
+            found = replace(found, secrets={ACCESS: await self._tokens.access_token(found.account_id)})
+        return found
+
+    async def refreshed(self, connection: Connection) -> Connection:
+        """The connection with a new access token after a provider refused the one it carries (one
+        forced refresh, shared with every caller that saw the same refusal)."""
+        if connection.auth_kind != "oauth2" or self._tokens is None:
+            raise AccountUnavailable(
+                f"account {connection.name!r}'s credential was refused: reconnect it", Action.RECONNECT
+            )
+        refused = connection.secrets.get(ACCESS)
+        token = await self._tokens.access_token(connection.account_id, rejected=refused)
+        return replace(connection, secrets={ACCESS: token})
 
     def _connection(
         self, workspace: str, name: str, capability: Capability, provider: Provider
@@ -91,8 +127,9 @@ class DbAccountResolver:
                     "reconnect it granting them",
                     Action.RECONNECT,
                 )
+            managed = row.auth_kind == "oauth2" and self._tokens is not None  # its token comes from there
             expires = row.token_expires_at
-            if row.auth_kind == "oauth2" and expires is not None and expires <= self._now():
+            if row.auth_kind == "oauth2" and not managed and expires is not None and expires <= self._now():
                 raise AccountUnavailable(
                     f"account {name!r}'s access token has expired: reconnect it", Action.RECONNECT
                 )
@@ -107,9 +144,11 @@ class DbAccountResolver:
                     Action.FIX_SETTING,
                 )
             secrets = (
-                reveal_credentials(conn, self._vault_or_refuse(), row.id) if row.auth_kind != "none" else {}
+                reveal_credentials(conn, self._vault_or_refuse(), row.id)
+                if row.auth_kind != "none" and not managed
+                else {}
             )
-        if row.auth_kind != "none" and not secrets:
+        if row.auth_kind != "none" and not managed and not secrets:
             raise AccountUnavailable(
                 f"account {name!r} has no credential stored: reconnect it", Action.RECONNECT
             )

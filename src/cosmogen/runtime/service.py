@@ -22,11 +22,13 @@ from typing import Any
 from sqlalchemy.exc import IntegrityError
 
 from cosmogen.domain.runs import RunAction, RunStatus
-from cosmogen.integrations.accounts import DbAccountResolver
+from cosmogen.domain.tokens import RefreshPolicy
+from cosmogen.integrations.accounts import DbAccountResolver, VaultOpener
 from cosmogen.integrations.egress import EgressPolicy
 from cosmogen.integrations.http import HttpClient
 from cosmogen.integrations.ratelimit import RateLimiter
 from cosmogen.integrations.secret import Secret
+from cosmogen.integrations.tokens import TokenManager
 from cosmogen.runtime import control, journal, notify
 from cosmogen.runtime.executor import Executor, launch_state
 from cosmogen.runtime.ownership import DataDirLock
@@ -53,6 +55,8 @@ class RuntimeSettings:
     worker_dead_after_s: float = 10.0
     # The vault keyring (COSMOGEN_VAULT_KEYS); else the key file in the data directory.
     vault_keys: Secret | None = None
+    # OAuth token refresh: the window before expiry, the cross-process lease, waits and backoff.
+    token_refresh: RefreshPolicy = field(default_factory=RefreshPolicy)
 
     def worker_options(self, **overrides: Any) -> WorkerOptions:
         beat = self.worker_dead_after_s / 5
@@ -119,6 +123,9 @@ class Runtime:
         self._reconciler: asyncio.Task[None] | None = None
         self._draining = False
         self._closers: list[Callable[[], Awaitable[None]]] = []  # things started beside it (the sandbox)
+        # OAuth access tokens: refreshed ahead of expiry, once across processes (integrations/tokens.py).
+        vault = VaultOpener(self.open_vault)
+        self.tokens = TokenManager(db, vault, http, policy=settings.token_refresh)
         self.executor = Executor(
             db,
             writer,
@@ -128,7 +135,7 @@ class Runtime:
             checkpoint_every=settings.checkpoint_every,
             control_pending=self._controls.__contains__,
             draining=lambda: self._draining,
-            accounts=DbAccountResolver(db, self.open_vault, utcnow),
+            accounts=DbAccountResolver(db, vault, utcnow, tokens=self.tokens),
             limiter=RateLimiter(db),
             workspace=settings.workspace,
         )
@@ -197,6 +204,7 @@ class Runtime:
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+        await self.tokens.close()
         await self.http.close()
         if self.executor.limiter is not None:
             self.executor.limiter.close()
@@ -329,6 +337,7 @@ class Runtime:
         PostgreSQL the worker is woken by the queue instead."""
         if self._poller is None and not self.queued:
             self._poller = asyncio.create_task(self._poll(), name="run-poller")
+        self.tokens.start_refresher()  # idle accounts' tokens stay fresh while this process serves
 
     async def start_worker(self, options: WorkerOptions | None = None) -> None:
         """Take runs from the PostgreSQL job queue in this process, and obey pause/cancel requests."""
@@ -349,6 +358,7 @@ class Runtime:
         self._worker = RunWorker(self.settings.database_url, self._execute_job, options, self.worker_id)
         await self._worker.start()
         self._reconciler = asyncio.create_task(self._reconcile_forever(), name="run-reconciler")
+        self.tokens.start_refresher()
 
     async def _reconcile_forever(self, every_s: float = 60.0) -> None:
         """Now and then, give a job to unfinished runs that lost theirs (a job aborted at a worker's

@@ -353,6 +353,9 @@ accounts = Table(
     # Single-flight OAuth refresh across processes: who holds the refresh lease, until when.
     Column("refresh_lease_owner", Text, nullable=True),
     Column("refresh_lease_expires_at", UTCDateTime(), nullable=True),
+    # Transient token-endpoint failures in a row, and when the next refresh may be tried (0007, OA-06).
+    Column("refresh_failures", Integer, nullable=False, server_default="0"),
+    Column("refresh_retry_at", UTCDateTime(), nullable=True),
     # Compare-and-set: every write that replaces credentials bumps it (rotated refresh tokens).
     Column("version", Integer, nullable=False, server_default="0"),
     _created(),
