@@ -56,6 +56,11 @@ class AccountResolver(Protocol):
         """The named account, usable for `capability`, or AccountUnavailable."""
         ...
 
+    async def refreshed(self, connection: Connection) -> Connection:
+        """`connection` with a new access token after a provider refused its token (OAuth: one forced
+        refresh), or AccountUnavailable."""
+        ...
+
 
 def provider_request(
     provider: Provider, connection: Connection, request: ProviderRequest, timeout_s: float

@@ -16,7 +16,7 @@ import signal
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -49,6 +49,7 @@ from cosmogen.domain.ratelimit import Limit
 from cosmogen.domain.runs import RunStatus
 from cosmogen.domain.telemetry import keeps_event, shows_payloads
 from cosmogen.domain.tiers import tier_refusal
+from cosmogen.domain.tokens import token_rejected
 from cosmogen.domain.validate import validate
 from cosmogen.expr import EvalError
 from cosmogen.integrations.connections import (
@@ -422,6 +423,22 @@ class Executor:
                 return answer
             status = answer.get("status")
             failure = provider.failure(status, answer.get("body")) if isinstance(status, int) else None
+            if failure and connection.auth_kind == "oauth2" and token_rejected(status, failure.code):
+                # The token was refused (OA-07): one refresh and one retry, journaled as an effect of its
+                # own, never a loop. A refused request did nothing, so sending it again is safe.
+                try:
+                    connection = await self.accounts.refreshed(connection)
+                except AccountUnavailable as exc:
+                    refused = {"kind": "account", "message": str(exc), "action": exc.action.value}
+                    return {"status": status, "output": outputs or None, "error": refused}
+                request = provider_request(provider, connection, wanted, timeout_s=self.provider_timeout_s)
+                answer = await self._effect(
+                    run, step, replace(spec, name=f"{name}.reauth", scrub=connection.scrub), request
+                )
+                if isinstance(answer, _Stop):
+                    return answer
+                status = answer.get("status")
+                failure = provider.failure(status, answer.get("body")) if isinstance(status, int) else None
             if failure is not None:
                 error: dict[str, Any] = {
                     "kind": "provider",
