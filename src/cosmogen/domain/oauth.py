@@ -412,12 +412,12 @@ def callback_refusal(flow: StoredFlow | None, callback: Callback, now: datetime)
             "already_connected", "the account was connected meanwhile (by another connection attempt)"
         )
     if callback.error is not None:
-        code = callback.error[:64]
+        code = callback.error if _ERROR_CODE.fullmatch(callback.error) else "authorization_error"
         what = "the person declined access" if code == "access_denied" else "the authorization failed"
-        described = f" ({callback.error_description[:200]})" if callback.error_description else ""
+        description = "".join(ch for ch in callback.error_description or "" if ch.isprintable())[:200]
+        described = f" ({description})" if description else ""
         return CallbackRefusal(
-            code if code.replace("_", "").isalnum() else "authorization_error",
-            f"{what}: the authorization server answered error={code}{described}; {again} and approve",
+            code, f"{what}: the authorization server answered error={code}{described}; {again} and approve"
         )
     if not callback.code:
         return CallbackRefusal("missing_code", f"the authorization response carries no code; {again}")
@@ -431,6 +431,9 @@ _REVOCATION_FIRST_DELAY = timedelta(minutes=1)
 _REVOCATION_MAX_DELAY = timedelta(hours=6)
 # Slack's auth.revoke answers 200 {"ok": false} when the token is dead already: revoked all the same.
 _DEAD_TOKEN = frozenset({"invalid_auth", "token_revoked", "token_expired", "not_authed", "account_inactive"})
+
+
+_ERROR_CODE = re.compile(r"[A-Za-z0-9_.\-]{1,64}")
 
 
 class RevocationVerdict(StrEnum):
@@ -447,14 +450,15 @@ def revocation_verdict(status: int | None, body: Any) -> tuple[RevocationVerdict
     if status in (408, 425, 429) or status >= 500:
         return RevocationVerdict.RETRY, f"the revocation endpoint answered {status}"
     error = body.get("error") if isinstance(body, Mapping) else None
-    code = error if isinstance(error, str) and error else f"http_{status}"
+    # Only a word-like code is repeated: whatever else a server put there is not shown (it could echo).
+    code = error if isinstance(error, str) and _ERROR_CODE.fullmatch(error) else f"http_{status}"
     if 200 <= status < 300:
         if isinstance(body, Mapping) and body.get("ok") is False and code not in _DEAD_TOKEN:
-            return RevocationVerdict.FAILED, f"the revocation endpoint refused: {code[:64]}"
+            return RevocationVerdict.FAILED, f"the revocation endpoint refused: {code}"
         return RevocationVerdict.DONE, "revoked"
     if code in ("invalid_token", *_DEAD_TOKEN):
         return RevocationVerdict.DONE, "the server no longer knows the token"
-    return RevocationVerdict.FAILED, f"the revocation endpoint refused ({status}): {code[:64]}"
+    return RevocationVerdict.FAILED, f"the revocation endpoint refused ({status}): {code}"
 
 
 def revocation_retry_at(now: datetime, attempts: int) -> datetime | None:

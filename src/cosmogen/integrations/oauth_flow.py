@@ -360,10 +360,24 @@ async def complete_connect(
     }
     answer = await token_call(http, claimed.config, claimed.client_secret, form, now)
     if isinstance(answer, TokenRefusal):
-        message = f"the code exchange was refused: {answer.message}; start connecting again"
+        message = _exchange_refused(answer)
         await writer.write(_record_problem(claimed.account_id, f"token_{answer.code}", message, now))
         raise ConnectError(f"token_{answer.code}", message, claimed.account_id)
     return await writer.write(_store_grant(vault, claimed, answer, now))
+
+
+def _exchange_refused(refusal: TokenRefusal) -> str:
+    """What to tell a person about a refused code exchange: from the error code only. The server's
+    error_description is left out on purpose: a server may echo what it was sent (the Basic header with
+    the client secret, LEAK-01's echo case), and nothing here knows every form a secret can take."""
+    code = refusal.code if refusal.code.replace("_", "").isalnum() else "unexpected"
+    hint = {
+        "invalid_client": "check the app's client id and secret (--client-id, --client-secret-stdin)",
+        "unauthorized_client": "the app may not use the authorization-code grant: check its settings",
+        "invalid_grant": "the code expired or was already used, or the redirect URL differs",
+        "invalid_scope": "a requested scope is unknown to the provider",
+    }.get(code, f"{refusal.kind.value} failure")
+    return f"the code exchange was refused ({code[:64]}: {hint}); start connecting again"
 
 
 # Refusals that say nothing about the account (someone else's or a stale response): not recorded on it.
