@@ -123,7 +123,8 @@ class Contender:
         assert ready.startswith("READY"), f"contender did not start: {ready!r} {self.stderr()}"
 
     def stderr(self) -> str:
-        self._log.flush()
+        if not self._log.closed:
+            self._log.flush()
         return self.log_path.read_text(errors="replace")
 
     def line(self, timeout_s: float = 30) -> str:
@@ -161,6 +162,10 @@ class Contender:
         except subprocess.TimeoutExpired:
             self.process.kill()
             self.process.wait()
+        for pipe in (self.process.stdin, self.process.stdout):
+            with contextlib.suppress(OSError, ValueError):
+                if pipe is not None:
+                    pipe.close()
         self._log.close()
 
 

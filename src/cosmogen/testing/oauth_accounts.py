@@ -113,6 +113,7 @@ class StoredAccount:
     refresh_failures: int
     refresh_retry_at: datetime | None
     lease_owner: str | None
+    lease_expires_at: datetime | None
     fields: list[str]
     access_token: str | None
     refresh_token: str | None
@@ -134,6 +135,7 @@ def stored(db: Database, vault: Vault, account_id: str) -> StoredAccount:
         refresh_failures=row.refresh_failures,
         refresh_retry_at=row.refresh_retry_at,
         lease_owner=row.refresh_lease_owner,
+        lease_expires_at=row.refresh_lease_expires_at,
         fields=names,
         access_token=access.reveal() if access is not None else None,
         refresh_token=refresh.reveal() if refresh is not None else None,
