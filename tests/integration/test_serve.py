@@ -10,6 +10,8 @@ import time
 import urllib.request
 from pathlib import Path
 
+from cosmogen.domain.webhook_signature import header_value
+
 from .conftest import CLI, EXAMPLES, free_port
 
 
@@ -67,16 +69,23 @@ def test_interval_and_webhook_launches_run_under_serve(
     assert launch["status"] == "live"
     assert launch["dry_run"] is True
     (path,) = launch["webhook_paths"].values()
+    (secret,) = launch["webhook_secrets"].values()  # a webhook trigger is signed by default
     deadline = time.monotonic() + 30
     while len(_runs(cosmogen)) < 2 and time.monotonic() < deadline:
         time.sleep(0.2)
     assert len(_runs(cosmogen)) >= 2  # the interval trigger fired on its own
 
+    body = json.dumps({"amount": 5}).encode()
+    signature = header_value([secret.encode()], int(time.time()), body)
     request = urllib.request.Request(  # noqa: S310 (our server on 127.0.0.1)
         url + path,
-        data=json.dumps({"amount": 5}).encode(),
+        data=body,
         method="POST",
-        headers={"Content-Type": "application/json", "X-Cosmogen-Delivery": "d-1"},
+        headers={
+            "Content-Type": "application/json",
+            "X-Cosmogen-Delivery": "d-1",
+            "X-Cosmogen-Signature": signature,
+        },
     )
     with urllib.request.urlopen(request, timeout=10) as response:  # noqa: S310 (our server)
         assert response.status == 202

@@ -86,7 +86,7 @@ def test_sigterm_parks_runs_and_a_restart_finishes_them(tmp_path: Path) -> None:
                 "launch",
                 str(universe),
                 "--trigger",
-                "webhook",
+                '{"kind": "webhook", "signed": false}',  # DUR-10 is about shutdown, not signatures
                 "--real",
                 "--json",
             ],

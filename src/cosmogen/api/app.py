@@ -30,7 +30,9 @@ def create_app(open_runtime: Callable[[], Awaitable[Runtime]]) -> Starlette:
             runtime.start_polling()
         clock = utcnow
         # Routes that need the store join once it is open (the app is built before the runtime exists).
-        app.router.routes.extend(webhook_routes(runtime.db, runtime.writer, runtime.start_run, clock))
+        app.router.routes.extend(
+            webhook_routes(runtime.db, runtime.writer, runtime.start_run, clock, runtime.open_vault)
+        )
         scheduler = Scheduler(runtime.db, runtime.writer, runtime.start_run, clock)
         ticking = asyncio.create_task(scheduler.run_forever(), name="scheduler")
         try:

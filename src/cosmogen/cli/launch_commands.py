@@ -1,6 +1,10 @@
 """`cosmogen launch FILE` and `cosmogen launches ...`: deploy a version on triggers, and steer launches.
 
 These commands only write to the store; `cosmogen serve` fires the triggers and receives webhooks.
+
+A webhook trigger is signed unless its spec says `"signed": false`: its signing secret is made here, sealed
+in the vault and printed once. `launches reveal-webhook-secret` prints it again and
+`launches rotate-webhook-secret` replaces it; both say that they print a secret.
 """
 
 from __future__ import annotations
@@ -9,6 +13,7 @@ import asyncio
 import contextlib
 import json
 import sys
+from datetime import timedelta
 from typing import Any, NoReturn
 
 import click
@@ -18,14 +23,19 @@ from cosmogen.cli.loading import EXIT_INVALID, LoadFailure, load
 from cosmogen.cli.runs_commands import settings_or_exit, with_store
 from cosmogen.domain.launches import IllegalLaunchTransition, LaunchConfigError, parse_launch_config
 from cosmogen.domain.runs import IllegalTransition, RunAction
-from cosmogen.domain.schedule import TriggerSpecError, parse_trigger_spec
+from cosmogen.domain.schedule import TriggerSpecError, WebhookSpec, parse_trigger_spec
+from cosmogen.integrations import keystore
+from cosmogen.integrations.vault import KeySource, Vault, VaultError
+from cosmogen.integrations.webhook_secrets import NoSuchWebhook
 from cosmogen.runtime import control
 from cosmogen.runtime import launches as repo
-from cosmogen.store import Database, GroupCommitWriter, repos
+from cosmogen.settings import Settings
+from cosmogen.store import Database, GroupCommitWriter, migrate, repos
 
 TRIGGER_HELP = (
-    "A trigger: 'manual', 'webhook', 'interval:SECONDS', 'cron:EXPR' (e.g. 'cron:*/5 * * * *'), "
-    'or a JSON object such as \'{"kind": "cron", "expr": "0 9 * * 1", "catchup": "one"}\'. Repeatable.'
+    "A trigger: 'manual', 'webhook' (signed), 'interval:SECONDS', 'cron:EXPR' (e.g. 'cron:*/5 * * * *'), "
+    'or a JSON object such as \'{"kind": "cron", "expr": "0 9 * * 1", "catchup": "one"}\' or '
+    '\'{"kind": "webhook", "signed": false}\'. Repeatable.'
 )
 
 
@@ -87,14 +97,21 @@ def launch_command(
     except (ValueError, TriggerSpecError, LaunchConfigError) as exc:
         _fail(str(exc))
     document = loaded.universe.model_dump(mode="json", exclude_none=True)
-    db = durable.open_store(settings)
+    signed = any(isinstance(spec, WebhookSpec) and spec.signed for spec in specs)
+    db = settings.runtime().open_database()
     try:
-        created = asyncio.run(_create(db, document, config, specs, live))
+        # Signing secrets go into the vault: its keys are checked before anything is written.
+        vault = _open_vault(db, settings) if signed else None
+        if vault is None:
+            migrate.upgrade(db)
+        created = asyncio.run(_create(db, document, config, specs, live, vault))
     finally:
         db.close()
     launch = created.launch
     data = _launch_json(launch)
     data["webhook_paths"] = {tid: f"/hooks/{token}" for tid, token in created.webhook_tokens.items()}
+    # Printed this once; afterwards only `launches reveal-webhook-secret` shows them.
+    data["webhook_secrets"] = {tid: secret.reveal() for tid, secret in created.webhook_secrets.items()}
     if as_json:
         click.echo(json.dumps(data, indent=2))
         return
@@ -105,9 +122,26 @@ def launch_command(
         click.echo(f"  trigger {trigger.id}: {trigger.kind}{when}")
     for trigger_id, path in data["webhook_paths"].items():
         click.echo(f"  webhook {trigger_id}: POST {path}   (shown once; keep it secret)")
+        secret = data["webhook_secrets"].get(trigger_id)
+        if secret is None:
+            click.echo("    unsigned: anyone holding the URL can post to it")
+        else:
+            click.echo(f"    signing secret: {secret}   (shown once; sign every delivery, docs/launches.md)")
 
 
-async def _create(db: Database, document: dict[str, Any], config: Any, specs: list[Any], live: bool) -> Any:
+def _open_vault(db: Database, settings: Settings) -> Vault:
+    """The start-up sequence of every process that seals: check the keys (reads only), migrate, open."""
+    try:
+        checked = keystore.check_keys(db, KeySource.for_data_dir(settings.data_dir, settings.vault_keys))
+        migrate.upgrade(db)
+        return checked.open(db)
+    except VaultError as exc:
+        _fail(str(exc))
+
+
+async def _create(
+    db: Database, document: dict[str, Any], config: Any, specs: list[Any], live: bool, vault: Vault | None
+) -> Any:
     writer = GroupCommitWriter(db)
     try:
         saved = await writer.write(
@@ -115,10 +149,12 @@ async def _create(db: Database, document: dict[str, Any], config: Any, specs: li
                 conn, workspace_id="default", name=str(document["name"]), document=document
             )
         )
-        created = await writer.write(repo.create_launch(saved.universe_id, saved.version_id, config, specs))
+        created = await writer.write(
+            repo.create_launch(saved.universe_id, saved.version_id, config, specs, vault=vault)
+        )
         if live:
             launch = await writer.write(repo.go_live(created.launch.id))
-            created = repo.CreatedLaunch(launch, created.webhook_tokens)
+            created = repo.CreatedLaunch(launch, created.webhook_tokens, created.webhook_secrets)
         return created
     except (LaunchConfigError, IllegalLaunchTransition, LookupError) as exc:
         _fail(str(exc))
@@ -186,6 +222,88 @@ async def _apply(db: Database, launch_id: str, action: Any) -> dict[str, Any]:
         _fail(str(exc))
     finally:
         writer.close()
+
+
+@launches_group.command("reveal-webhook-secret")
+@click.argument("trigger_id")
+@with_store
+@click.option("--json", "as_json", is_flag=True)
+def reveal_webhook_secret(
+    trigger_id: str, data_dir: str | None, database_url: str | None, as_json: bool
+) -> None:
+    """PRINT the signing secret of webhook trigger TRIGGER_ID (and the previous one while it is still
+    valid). The output is a secret: keep it out of logs, tickets and shell history."""
+    settings = settings_or_exit(data_dir, database_url)
+    db = settings.runtime().open_database()
+    try:
+        vault = _open_vault(db, settings)
+        try:
+            with db.engine.connect() as conn:
+                found = repo.reveal_webhook_secrets(conn, vault, trigger_id)
+        except NoSuchWebhook as exc:
+            _fail(str(exc))
+    finally:
+        db.close()
+    if not found:
+        _fail(
+            f"webhook trigger {trigger_id} has no signing secret (it is unsigned); "
+            f"`cosmogen launches rotate-webhook-secret {trigger_id}` makes one and requires signatures"
+        )
+    click.echo(f"warning: printing the signing secret of webhook trigger {trigger_id}", err=True)
+    secrets = [
+        {"secret": one.secret.reveal(), "expires_at": one.expires_at.isoformat() if one.expires_at else None}
+        for one in found
+    ]
+    if as_json:
+        click.echo(json.dumps({"trigger_id": trigger_id, "secrets": secrets}, indent=2))
+        return
+    for one in secrets:
+        until = f"   (previous one, valid until {one['expires_at']})" if one["expires_at"] else "   (current)"
+        click.echo(f"{one['secret']}{until}")
+
+
+@launches_group.command("rotate-webhook-secret")
+@click.argument("trigger_id")
+@with_store
+@click.option(
+    "--grace-seconds",
+    default=int(timedelta(hours=24).total_seconds()),
+    show_default=True,
+    type=click.IntRange(0, 7 * 24 * 3600),
+    help="How long the current secret keeps working beside the new one; 0 ends it now (a leaked secret).",
+)
+@click.option("--json", "as_json", is_flag=True)
+def rotate_webhook_secret(
+    trigger_id: str, data_dir: str | None, database_url: str | None, grace_seconds: int, as_json: bool
+) -> None:
+    """Make a new signing secret for webhook trigger TRIGGER_ID and PRINT it (once). An unsigned trigger
+    becomes signed: deliveries without a valid signature are refused from now on."""
+    settings = settings_or_exit(data_dir, database_url)
+    db = settings.runtime().open_database()
+    grace = timedelta(seconds=grace_seconds)
+    try:
+        vault = _open_vault(db, settings)
+        with GroupCommitWriter(db) as writer:
+            try:
+                secret = writer.submit(repo.rotate_webhook_secret(vault, trigger_id, grace=grace)).result()
+            except NoSuchWebhook as exc:
+                _fail(str(exc))
+    finally:
+        db.close()
+    click.echo(f"warning: printing the new signing secret of webhook trigger {trigger_id}", err=True)
+    if as_json:
+        click.echo(
+            json.dumps({"trigger_id": trigger_id, "secret": secret.reveal(), "grace_seconds": grace_seconds})
+        )
+        return
+    click.echo(secret.reveal())
+    if grace_seconds:
+        click.echo(
+            f"the previous secret (if any) keeps working for {grace_seconds} s; signatures are required",
+            err=True,
+        )
+    else:
+        click.echo("the previous secret no longer works; signatures are required", err=True)
 
 
 _steer("pause", repo.pause, "Stop firing its triggers for now (runs in flight go on).")

@@ -10,6 +10,7 @@ import uvicorn
 
 from cosmogen.api.app import create_app
 from cosmogen.cli.loading import EXIT_INVALID
+from cosmogen.integrations.vault import VaultError
 from cosmogen.runtime.ownership import DataDirBusy
 from cosmogen.runtime.service import Runtime, UnsafeDatabase
 from cosmogen.settings import Settings, SettingsError
@@ -46,11 +47,11 @@ def serve_command(
         try:
             if settings.sandbox:
                 return await _open_with_sandbox(settings)
-            return await Runtime.open(settings.runtime())
+            return await Runtime.open(settings.runtime(), vault_at_start=True)
         except DataDirBusy as exc:
             click.echo(f"error: {exc}; stop it first, or use another --data-dir", err=True)
             raise SystemExit(EXIT_INVALID) from None
-        except UnsafeDatabase as exc:
+        except (UnsafeDatabase, VaultError) as exc:  # a wrong or missing vault key: nothing was written
             click.echo(f"error: {exc}", err=True)
             raise SystemExit(EXIT_INVALID) from None
 
@@ -78,7 +79,7 @@ async def _open_with_sandbox(settings: Settings) -> Runtime:
     # One allowlist entry for the simulator's address: the guard stays on for everything else.
     opened = replace(egress, allow_networks=(*egress.allow_networks, ip_network("127.0.0.1/32")))
     try:
-        runtime = await Runtime.open(replace(runtime_settings, egress=opened))
+        runtime = await Runtime.open(replace(runtime_settings, egress=opened), vault_at_start=True)
     except BaseException:
         await sim.close()
         raise

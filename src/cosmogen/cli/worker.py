@@ -15,6 +15,7 @@ import sys
 import click
 
 from cosmogen.cli.loading import EXIT_INVALID
+from cosmogen.integrations.vault import VaultError
 from cosmogen.runtime.queue import WorkerOptions
 from cosmogen.runtime.scheduler import Scheduler
 from cosmogen.runtime.service import NeedsPostgres, Runtime, UnsafeDatabase
@@ -58,7 +59,7 @@ def worker_command(
     options = settings.runtime().worker_options(concurrency=concurrency, shutdown_s=drain_seconds)
     try:
         asyncio.run(_work(settings, options, scheduler=not no_scheduler))
-    except (NeedsPostgres, UnsafeDatabase) as exc:
+    except (NeedsPostgres, UnsafeDatabase, VaultError) as exc:  # VaultError: a wrong or missing key
         click.echo(f"error: {exc}", err=True)
         sys.exit(EXIT_INVALID)
 
@@ -68,7 +69,7 @@ async def _work(settings: Settings, options: WorkerOptions, *, scheduler: bool) 
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    runtime = await Runtime.open(settings.runtime())
+    runtime = await Runtime.open(settings.runtime(), vault_at_start=True)
     ticking: asyncio.Task[None] | None = None
     try:
         await runtime.start_worker(options)

@@ -89,13 +89,30 @@ class ManualSpec:
         return {"kind": self.kind.value}
 
 
+IDEMPOTENCY_KEY_POLICIES = ("optional", "required")
+
+
 @dataclass(frozen=True, slots=True)
 class WebhookSpec:
-    # HMAC signing secrets come with the encrypted vault; until then the path token is the credential.
+    # signed: deliveries must carry an HMAC signature (docs/launches.md); secure by default, `false` only
+    # for senders that cannot sign. idempotency_key: "required" refuses deliveries without the header.
+    signed: bool = True
+    idempotency_key: str = "optional"
     kind: ClassVar[TriggerKind] = TriggerKind.WEBHOOK
 
+    def __post_init__(self) -> None:
+        problems = []
+        if not isinstance(self.signed, bool):
+            problems.append(f"'signed' must be true or false, not {self.signed!r}")
+        if self.idempotency_key not in IDEMPOTENCY_KEY_POLICIES:
+            problems.append(
+                f"'idempotency_key' must be 'optional' or 'required', not {self.idempotency_key!r}"
+            )
+        if problems:
+            raise TriggerSpecError(problems)
+
     def to_dict(self) -> dict[str, Any]:
-        return {"kind": self.kind.value}
+        return {"kind": self.kind.value, "signed": self.signed, "idempotency_key": self.idempotency_key}
 
 
 @dataclass(frozen=True, slots=True)
@@ -162,7 +179,7 @@ _FIELDS: Mapping[TriggerKind, tuple[frozenset[str], frozenset[str]]] = MappingPr
     {
         # kind: (required keys, optional keys), "kind" itself aside
         TriggerKind.MANUAL: (frozenset(), frozenset()),
-        TriggerKind.WEBHOOK: (frozenset(), frozenset()),
+        TriggerKind.WEBHOOK: (frozenset(), frozenset({"signed", "idempotency_key"})),
         TriggerKind.INTERVAL: (frozenset({"every_s"}), frozenset({"catchup", "catchup_window_s", "overlap"})),
         TriggerKind.CRON: (
             frozenset({"expr"}),
@@ -207,7 +224,7 @@ def _build(kind: TriggerKind, raw: Mapping[str, Any]) -> TriggerSpec:
     if kind is TriggerKind.MANUAL:
         return ManualSpec()
     if kind is TriggerKind.WEBHOOK:
-        return WebhookSpec()
+        return WebhookSpec(**{k: raw[k] for k in ("signed", "idempotency_key") if k in raw})
     # Known enum values become enums; anything else is passed through for __post_init__ to report.
     policy: dict[str, Any] = {k: raw[k] for k in ("catchup_window_s",) if k in raw}
     for key, enum in (("catchup", Catchup), ("overlap", Overlap)):

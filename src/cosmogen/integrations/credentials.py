@@ -25,6 +25,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from cosmogen.integrations.keystore import current_key
 from cosmogen.integrations.secret import Secret
 from cosmogen.integrations.vault import Vault, VaultError
+from cosmogen.integrations.webhook_secrets import rewrap_webhook_secrets
 from cosmogen.store.tables import (
     ACCOUNT_AUTH_KINDS,
     ACCOUNT_STATUSES,
@@ -34,6 +35,7 @@ from cosmogen.store.tables import (
     new_id,
     oauth_flows,
     utcnow,
+    webhook_secrets,
 )
 from cosmogen.store.writer import GroupCommitWriter, WriteFn
 
@@ -277,7 +279,7 @@ def rows_to_rewrap(conn: Connection, older: Sequence[str]) -> int:
     if not older:
         return 0
     total = 0
-    for table in (credentials, oauth_flows):
+    for table in (credentials, oauth_flows, webhook_secrets):
         total += int(conn.execute(select(func.count()).where(table.c.key_id.in_(list(older)))).scalar_one())
     return total
 
@@ -349,6 +351,8 @@ def rewrap_batch(vault: Vault, target: str, older: Sequence[str], limit: int) ->
         done = _rewrap_table(conn, vault, credentials, target, older_ids, limit)
         if done < limit:
             done += _rewrap_table(conn, vault, oauth_flows, target, older_ids, limit - done)
+        if done < limit:
+            done += rewrap_webhook_secrets(conn, vault, target, older_ids, limit - done)
         return done
 
     return write

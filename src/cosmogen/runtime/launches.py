@@ -5,7 +5,9 @@ domain.launches.apply_action, so the rules live in one place; each write also br
 `deployment_status` in step with its most active launch, in the same commit.
 
 Webhook tokens are made here and returned once (CreatedLaunch.webhook_tokens); only their sha256 is
-stored, so a copy of the database cannot fire webhooks.
+stored, so a copy of the database cannot fire webhooks. A signed webhook trigger also gets an HMAC signing
+secret, sealed by the vault in the same transaction and returned once (CreatedLaunch.webhook_secrets);
+`rotate_webhook_secret` replaces it, `reveal_webhook_secrets` is the one read back.
 """
 
 from __future__ import annotations
@@ -13,8 +15,8 @@ from __future__ import annotations
 import hashlib
 import secrets
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
-from datetime import datetime
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
 from typing import Any, Protocol
 
 from sqlalchemy import Connection, Row, delete, select, update
@@ -38,6 +40,9 @@ from cosmogen.domain.schedule import (
     next_fire,
     parse_trigger_spec,
 )
+from cosmogen.integrations import webhook_secrets as signing
+from cosmogen.integrations.secret import Secret
+from cosmogen.integrations.vault import Vault
 from cosmogen.store.tables import (
     launches,
     new_id,
@@ -107,6 +112,8 @@ class CreatedLaunch:
     launch: LaunchRecord
     # trigger id -> the webhook's path token. Shown once: only its hash is stored.
     webhook_tokens: dict[str, str]
+    # trigger id -> the signed webhook's signing secret. Shown once: it is stored sealed.
+    webhook_secrets: dict[str, Secret] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
@@ -119,6 +126,9 @@ class StoppedLaunch:
 @dataclass(frozen=True, slots=True)
 class WebhookTarget:
     trigger_id: str
+    workspace_id: str
+    signed: bool  # deliveries must carry a valid X-Cosmogen-Signature
+    idempotency_key_required: bool
     enabled: bool
     launch_id: str
     launch_status: LaunchStatus
@@ -142,16 +152,25 @@ def create_launch(
     trigger_specs: Sequence[TriggerSpec] = (),
     *,
     now: datetime | None = None,
+    vault: Vault | None = None,
 ) -> WriteFn[CreatedLaunch]:
     """A draft launch of `version_id` with its triggers. Raises LookupError for an unknown version (or one
-    of another universe) and LaunchConfigError when the config names nodes or bindings it does not have."""
-    # Ids, tokens and the time are drawn here, not in `write`: the writer may run `write` twice.
+    of another universe) and LaunchConfigError when the config names nodes or bindings it does not have.
+    Signed webhook triggers need the `vault`, which seals their signing secrets."""
+    # Ids, tokens, secrets and the time are drawn here, not in `write`: the writer may run `write` twice.
     at = now or utcnow()
     launch_id = new_id()
     planned = [
         (new_id(), spec, secrets.token_urlsafe(32) if isinstance(spec, WebhookSpec) else None)
         for spec in trigger_specs
     ]
+    signing_secrets = {
+        trigger_id: (new_id(), signing.new_signing_secret())
+        for trigger_id, spec, _ in planned
+        if isinstance(spec, WebhookSpec) and spec.signed
+    }
+    if signing_secrets and vault is None:
+        raise ValueError("signed webhook triggers need the vault to seal their signing secrets; pass vault=")
 
     def write(conn: Connection) -> CreatedLaunch:
         version = conn.execute(
@@ -186,9 +205,52 @@ def create_launch(
                     enabled=True,
                 )
             )
+        if signing_secrets:
+            assert vault is not None
+            workspace = _workspace_of_universe(conn, universe_id)
+            for trigger_id, (secret_id, value) in signing_secrets.items():
+                signing.seal_secret(
+                    conn,
+                    vault,
+                    workspace=workspace,
+                    trigger_id=trigger_id,
+                    secret_id=secret_id,
+                    value=value,
+                    now=at,
+                )
         _sync_universe(conn, universe_id)
         tokens = {trigger_id: token for trigger_id, _, token in planned if token is not None}
-        return CreatedLaunch(get_launch(conn, launch_id), tokens)
+        shown = {trigger_id: value for trigger_id, (_, value) in signing_secrets.items()}
+        return CreatedLaunch(get_launch(conn, launch_id), tokens, shown)
+
+    return write
+
+
+def rotate_webhook_secret(
+    vault: Vault, trigger_id: str, *, grace: timedelta = signing.DEFAULT_GRACE, now: datetime | None = None
+) -> WriteFn[Secret]:
+    """A new signing secret for a webhook trigger, returned once. The one it replaces stays valid for
+    `grace` (0: ends now; any older one ends now), so at most two are valid at once. An unsigned trigger
+    (made before signing existed, or with "signed": false) becomes signed: from now on it requires
+    signatures. Raises signing.NoSuchWebhook."""
+    at = now or utcnow()
+    secret_id = new_id()
+    value = signing.new_signing_secret()
+
+    def write(conn: Connection) -> Secret:
+        workspace = signing.workspace_of_trigger(conn, trigger_id)
+        signing.retire_current(conn, trigger_id, now=at, grace=grace)
+        signing.seal_secret(
+            conn, vault, workspace=workspace, trigger_id=trigger_id, secret_id=secret_id, value=value, now=at
+        )
+        spec = parse_trigger_spec(
+            conn.execute(select(triggers.c.spec).where(triggers.c.id == trigger_id)).scalar_one()
+        )
+        assert isinstance(spec, WebhookSpec)
+        if not spec.signed:
+            signed = WebhookSpec(signed=True, idempotency_key=spec.idempotency_key)
+            conn.execute(update(triggers).where(triggers.c.id == trigger_id).values(spec=signed.to_dict()))
+        return value
 
     return write
 
@@ -284,6 +346,12 @@ def _sync_universe(conn: Connection, universe_id: str) -> None:
     )
 
 
+def _workspace_of_universe(conn: Connection, universe_id: str) -> str:
+    return str(
+        conn.execute(select(universes.c.workspace_id).where(universes.c.id == universe_id)).scalar_one()
+    )
+
+
 def _document_ids(document: Any) -> tuple[set[str], set[str]]:
     """Node ids and binding ids of a saved universe document (universe/1)."""
 
@@ -324,20 +392,28 @@ def find_webhook(conn: Connection, token: str) -> WebhookTarget | None:
         select(
             triggers.c.id,
             triggers.c.enabled,
+            triggers.c.spec,
             launches.c.id.label("launch_id"),
             launches.c.status,
             launches.c.universe_id,
             launches.c.version_id,
             launches.c.config,
+            universes.c.workspace_id,
         )
         .join(launches, launches.c.id == triggers.c.launch_id)
+        .join(universes, universes.c.id == launches.c.universe_id)
         .where(triggers.c.webhook_token_hash == hash_token(token), triggers.c.kind == "webhook")
     ).first()
     if row is None:
         return None
     config = parse_launch_config(row.config)
+    spec = parse_trigger_spec(row.spec)
+    assert isinstance(spec, WebhookSpec)
     return WebhookTarget(
         trigger_id=row.id,
+        workspace_id=row.workspace_id,
+        signed=spec.signed,
+        idempotency_key_required=spec.idempotency_key == "required",
         enabled=bool(row.enabled),
         launch_id=row.launch_id,
         launch_status=LaunchStatus(row.status),
@@ -346,6 +422,24 @@ def find_webhook(conn: Connection, token: str) -> WebhookTarget | None:
         dry_run=config.dry_run,
         config=config.to_dict(),
     )
+
+
+@dataclass(frozen=True, slots=True)
+class RevealedSecret:
+    secret: Secret
+    expires_at: datetime | None  # None: the current secret
+
+
+def reveal_webhook_secrets(
+    conn: Connection, vault: Vault, trigger_id: str, *, now: datetime | None = None
+) -> list[RevealedSecret]:
+    """The trigger's valid signing secrets, current first, decrypted (for `reveal-webhook-secret` only).
+    Raises signing.NoSuchWebhook."""
+    workspace = signing.workspace_of_trigger(conn, trigger_id)
+    return [
+        RevealedSecret(signing.unseal(vault, workspace, trigger_id, sealed), sealed.expires_at)
+        for sealed in signing.sealed_secrets(conn, trigger_id, now or utcnow())
+    ]
 
 
 def _triggers_of(conn: Connection, launch_ids: Sequence[str]) -> dict[str, tuple[TriggerRecord, ...]]:

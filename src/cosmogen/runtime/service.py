@@ -14,6 +14,7 @@ import asyncio
 import logging
 import os
 import socket
+import threading
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -123,6 +124,9 @@ class Runtime:
         self._reconciler: asyncio.Task[None] | None = None
         self._draining = False
         self._closers: list[Callable[[], Awaitable[None]]] = []  # things started beside it (the sandbox)
+        self._vault: Any = None  # the Vault, once opened (at start-up, or on first use)
+        self._vault_lock = threading.Lock()
+        self._housekeeping: asyncio.Task[None] | None = None
         # OAuth access tokens: refreshed ahead of expiry, once across processes (integrations/tokens.py).
         vault = VaultOpener(self.open_vault)
         self.tokens = TokenManager(db, vault, http, policy=settings.token_refresh)
@@ -144,35 +148,37 @@ class Runtime:
         self._poller: asyncio.Task[None] | None = None
 
     def open_vault(self) -> Any:
-        """The credential vault (a `Vault`): the executor opens it on the first provider call, so
-        `cryptography` loads only then and a runtime with plain HTTP bindings needs no key."""
-        from cosmogen.integrations import keystore
-        from cosmogen.integrations.vault import KeyringError, KeySource
+        """The credential vault (a `Vault`), opened once per process: at start-up (`open(...,
+        vault_at_start=True)`) or here on first use (a provider call, a signed webhook)."""
+        with self._vault_lock:
+            if self._vault is None:
+                from cosmogen.integrations import keystore
 
-        if self.settings.data_dir is None and self.settings.vault_keys is None:
-            raise KeyringError("no vault key: set COSMOGEN_VAULT_KEYS (the same keyring for every worker)")
-        source = (
-            KeySource.for_data_dir(self.settings.data_dir, self.settings.vault_keys)
-            if self.settings.data_dir is not None
-            # No data directory (PostgreSQL): only the keyring from the environment counts, and a keyring
-            # from the environment is never written to a file, so this path is never touched.
-            else KeySource(Path("/nonexistent/vault.keys"), self.settings.vault_keys)
-        )
-        return keystore.open_vault(self.db, source)
+                self._vault = keystore.open_vault(self.db, _key_source(self.settings))
+            return self._vault
 
     @classmethod
-    async def open(cls, settings: RuntimeSettings) -> Runtime:
-        """Open the store (migrating it) and take ownership; raises DataDirBusy if another process has it."""
+    async def open(cls, settings: RuntimeSettings, *, vault_at_start: bool = False) -> Runtime:
+        """Open the store (migrating it) and take ownership; raises DataDirBusy if another process has it.
+
+        `vault_at_start` (serve, worker): when the database holds encrypted rows or vault keys, the keyring
+        is checked before anything is written, even the migration, so a wrong or missing key stops start-up
+        (VaultStartupError); an empty embedded store gets its key file now. Otherwise the vault opens on
+        first use."""
         lock = None
         if settings.database_url is None and settings.data_dir is not None:
             lock = DataDirLock(settings.data_dir)
             lock.acquire()
         db: Database | None = None
+        vault = None
         try:
             db = settings.open_database()
             if db.dialect == "postgresql":
                 await asyncio.to_thread(_check_durable, db)
+            checked = await asyncio.to_thread(_check_vault_keys, settings, db) if vault_at_start else None
             await asyncio.to_thread(migrate.upgrade, db)
+            if checked is not None:
+                vault = await asyncio.to_thread(checked.open, db)
         except BaseException:
             if db is not None:
                 db.close()
@@ -182,7 +188,9 @@ class Runtime:
         writer = GroupCommitWriter(db)
         http = HttpClient(settings.egress)
         await http.start()
-        return cls(settings, db, writer, http, lock)
+        runtime = cls(settings, db, writer, http, lock)
+        runtime._vault = vault
+        return runtime
 
     async def close(self, drain_s: float = 20.0) -> None:
         """Stop taking work, let in-flight runs reach their next node boundary (where they are parked as
@@ -194,7 +202,7 @@ class Runtime:
             await asyncio.gather(self._poller, return_exceptions=True)
         if self._worker is not None:
             await self._worker.stop()  # waits for its runs to park, like the tasks below
-        for side in (self._listener, self._reconciler):
+        for side in (self._listener, self._reconciler, self._housekeeping):
             if side is not None:
                 side.cancel()
                 await asyncio.gather(side, return_exceptions=True)
@@ -338,6 +346,16 @@ class Runtime:
         if self._poller is None and not self.queued:
             self._poller = asyncio.create_task(self._poll(), name="run-poller")
         self.tokens.start_refresher()  # idle accounts' tokens stay fresh while this process serves
+        self._start_housekeeping()
+
+    def _start_housekeeping(self) -> None:
+        """Serving processes drop expired Idempotency-Keys (runtime/idempotency.py) now and then."""
+        if self._housekeeping is None:
+            from cosmogen.runtime import idempotency
+
+            self._housekeeping = asyncio.create_task(
+                idempotency.purge_forever(self.writer, utcnow), name="idempotency-purge"
+            )
 
     async def start_worker(self, options: WorkerOptions | None = None) -> None:
         """Take runs from the PostgreSQL job queue in this process, and obey pause/cancel requests."""
@@ -359,6 +377,7 @@ class Runtime:
         await self._worker.start()
         self._reconciler = asyncio.create_task(self._reconcile_forever(), name="run-reconciler")
         self.tokens.start_refresher()
+        self._start_housekeeping()
 
     async def _reconcile_forever(self, every_s: float = 60.0) -> None:
         """Now and then, give a job to unfinished runs that lost theirs (a job aborted at a worker's
@@ -451,6 +470,34 @@ class Runtime:
         child = await self.writer.write(control.rerun(run_id))
         self._hand_over(child)
         return child
+
+
+def _key_source(settings: RuntimeSettings) -> Any:
+    from cosmogen.integrations.vault import KeyringError, KeySource
+
+    if settings.data_dir is None and settings.vault_keys is None:
+        raise KeyringError("no vault key: set COSMOGEN_VAULT_KEYS (the same keyring for every worker)")
+    if settings.data_dir is not None:
+        return KeySource.for_data_dir(settings.data_dir, settings.vault_keys)
+    # No data directory (PostgreSQL): only the keyring from the environment counts, and a keyring from the
+    # environment is never written to a file, so this path is never touched.
+    return KeySource(Path("/nonexistent/vault.keys"), settings.vault_keys)
+
+
+def _check_vault_keys(settings: RuntimeSettings, db: Database) -> Any:
+    """The start-up check (reads only; raises VaultStartupError), or None when the vault is left for later:
+    a PostgreSQL database with no key yet and no COSMOGEN_VAULT_KEYS, where a key file made by this process
+    would be this machine's alone while other machines share the database."""
+    from cosmogen.integrations import keystore
+
+    if settings.data_dir is None and settings.vault_keys is None:
+        with db.engine.connect() as conn:
+            if not keystore.read_key_records(conn) and not any(keystore.key_usage(conn).values()):
+                return None
+    checked = keystore.check_keys(db, _key_source(settings))
+    if checked.plan.create_keyring and settings.database_url is not None:
+        return None
+    return checked
 
 
 def _check_durable(db: Database) -> None:

@@ -453,3 +453,40 @@ vault_keys = Table(
     UniqueConstraint("version"),
     CheckConstraint("version >= 1", name="version_positive"),
 )
+
+# --- signed webhooks and idempotency keys (0009) ---------------------------------------------------
+
+webhook_secrets = Table(
+    "webhook_secrets",
+    metadata,
+    # A webhook trigger's HMAC signing secret, sealed like a credential: the associated data binds the
+    # workspace, the trigger and field "webhook_secret/<secret_id>" (integrations/webhook_secrets.py).
+    # expires_at NULL: the current secret; set when a rotation replaces it (valid until then).
+    Column("trigger_id", Text, ForeignKey("triggers.id", ondelete="CASCADE"), nullable=False),
+    Column("secret_id", Text, nullable=False),
+    Column("ciphertext", LargeBinary, nullable=False),
+    Column("wrapped_key", LargeBinary, nullable=False),
+    Column("key_id", Text, nullable=False),
+    _created(),
+    Column("expires_at", UTCDateTime(), nullable=True),
+    PrimaryKeyConstraint("trigger_id", "secret_id"),
+    Index(None, "key_id"),
+)
+
+idempotency_keys = Table(
+    "idempotency_keys",
+    metadata,
+    # One Idempotency-Key per (workspace, scope): the composite key keeps workspaces apart (DUR-11).
+    Column("workspace_id", Text, nullable=False),
+    Column("scope", Text, nullable=False),  # the endpoint: "webhook:<trigger id>", "POST /runs"
+    Column("key", Text, nullable=False),
+    Column("fingerprint", Text, nullable=False),  # sha256 of the canonical request body
+    Column("owner", Text, nullable=True),  # the in-flight request's claim; NULL once completed
+    Column("lease_until", UTCDateTime(), nullable=True),  # an in-flight claim ends here (a dead holder)
+    Column("response_status", Integer, nullable=True),  # NULL while in flight
+    Column("response_body", json_type(), nullable=True),
+    _created(),
+    Column("expires_at", UTCDateTime(), nullable=False),
+    PrimaryKeyConstraint("workspace_id", "scope", "key"),
+    Index(None, "expires_at"),  # the cleanup deletes by it
+)

@@ -376,7 +376,7 @@ def test_create_launch_checks_the_version_and_the_config_against_it(settings: Ru
                 await writer.write(launch_store.go_live("no-such-launch"))
             created = await writer.write(
                 launch_store.create_launch(
-                    universe_id, version_id, LaunchConfig(entry_node="open"), [WebhookSpec()]
+                    universe_id, version_id, LaunchConfig(entry_node="open"), [WebhookSpec(signed=False)]
                 )
             )
             [token] = created.webhook_tokens.values()

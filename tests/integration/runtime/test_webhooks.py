@@ -1,4 +1,5 @@
-"""Webhook ingress over real HTTP: a uvicorn server on 127.0.0.1, an aiohttp client, both dialects."""
+"""Webhook ingress over real HTTP: a uvicorn server on 127.0.0.1, an aiohttp client, both dialects (unsigned
+triggers here; signatures: tests/reliability/test_api13_webhook_signatures.py)."""
 
 from __future__ import annotations
 
@@ -69,7 +70,7 @@ class Hook:
 async def serving(settings: RuntimeSettings) -> AsyncIterator[Hook]:
     with open_store(settings) as (db, writer):
         clock = VirtualClock(T0)
-        created = await live_launch(writer, clock, [WebhookSpec()])
+        created = await live_launch(writer, clock, [WebhookSpec(signed=False)])
         [(trigger_id, token)] = created.webhook_tokens.items()
         start_run = RecordingStartRun(clock)
         app = Starlette(routes=webhook_routes(db, writer, start_run, clock))

@@ -48,8 +48,10 @@ def test_parses_each_kind_with_defaults_and_round_trips() -> None:
     interval = parse_trigger_spec({"kind": "interval", "every_s": 30, "overlap": "queue", "catchup": "one"})
     assert interval == IntervalSpec(30, Catchup.ONE, 900, Overlap.QUEUE)
     assert parse_trigger_spec({"kind": "manual"}) == ManualSpec()
-    assert parse_trigger_spec({"kind": "webhook"}) == WebhookSpec()
-    for spec in (cron, interval, ManualSpec(), WebhookSpec()):
+    assert parse_trigger_spec({"kind": "webhook"}) == WebhookSpec(signed=True, idempotency_key="optional")
+    unsigned = parse_trigger_spec({"kind": "webhook", "signed": False, "idempotency_key": "required"})
+    assert unsigned == WebhookSpec(signed=False, idempotency_key="required")
+    for spec in (cron, interval, ManualSpec(), WebhookSpec(), unsigned):
         assert parse_trigger_spec(spec.to_dict()) == spec
 
 
@@ -74,7 +76,10 @@ def test_parses_each_kind_with_defaults_and_round_trips() -> None:
             {"kind": "interval", "every_s": 5, "catchup_window_s": 5},
             ["'catchup_window_s' must be", "from 10"],
         ),
-        ({"kind": "webhook", "secret": "x"}, ["unknown keys ['secret']", "none besides 'kind'"]),
+        ({"kind": "webhook", "secret": "x"}, ["unknown keys ['secret']", "allowed: idempotency_key, signed"]),
+        ({"kind": "webhook", "signed": "yes"}, ["'signed' must be true or false, not 'yes'"]),
+        ({"kind": "webhook", "idempotency_key": "always"}, ["'optional' or 'required', not 'always'"]),
+        ({"kind": "manual", "signed": True}, ["unknown keys ['signed']", "none besides 'kind'"]),
         ({"kind": "hourly"}, ["'kind' must be one of manual, interval, cron, webhook, not 'hourly'"]),
         ({}, ["'kind' must be one of"]),
         ("cron", ["must be a JSON object"]),
