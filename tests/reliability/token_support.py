@@ -103,6 +103,7 @@ class Contender:
         stall: str | None = None,
         lease_ttl_s: float | None = None,
         wait_timeout_s: float | None = None,
+        ready: bool = True,
     ) -> None:
         env = {**os.environ, oauth_accounts.KEYS_ENV: store.keyring}
         for name, value in ((STALL_ENV, stall), (TTL_ENV, lease_ttl_s), (WAIT_ENV, wait_timeout_s)):
@@ -119,8 +120,13 @@ class Contender:
             text=True,
         )
         self.log_path = log
-        ready = self.line(60)
-        assert ready.startswith("READY"), f"contender did not start: {ready!r} {self.stderr()}"
+        if ready:
+            self.ready()
+
+    def ready(self) -> None:
+        """Wait for `READY` (start several contenders first, then wait: they import in parallel)."""
+        line = self.line(90)
+        assert line.startswith("READY"), f"contender did not start: {line!r} {self.stderr()}"
 
     def stderr(self) -> str:
         if not self._log.closed:

@@ -134,6 +134,7 @@ class TokenManager:
         # managers of one process (tests) and a pid reused after a crash.
         self.owner = owner or f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(4)}"
         self._flights: dict[str, asyncio.Task[Secret]] = {}
+        self._reads: dict[str, asyncio.Task[Stored]] = {}
         self._refresher: asyncio.Task[None] | None = None
 
     # --- the API ----------------------------------------------------------------------------------
@@ -147,7 +148,7 @@ class TokenManager:
 
         Raises AccountUnavailable: RECONNECT when the grant is gone, WAIT (retryable) while another
         process refreshes too long or a backoff runs, FIX_SETTING for a wrong OAuth client."""
-        stored = await asyncio.to_thread(self._read, account_id)
+        stored = await self._snapshot(account_id)
         step = self._step(stored, rejected=rejected, force=force)
         if step is Step.USE:
             assert stored.access is not None
@@ -191,6 +192,22 @@ class TokenManager:
         self._refresher = None
 
     # --- one refresh per account in this process --------------------------------------------------
+
+    async def _snapshot(self, account_id: str) -> Stored:
+        """The account as stored; callers arriving while a read is under way share it (a burst of runs
+        on one account costs one read, not one per run)."""
+        read = self._reads.get(account_id)
+        if read is None:
+            read = asyncio.create_task(asyncio.to_thread(self._read, account_id))
+            self._reads[account_id] = read
+            read.add_done_callback(lambda done: self._read_done(account_id, done))
+        return await asyncio.shield(read)
+
+    def _read_done(self, account_id: str, done: asyncio.Task[Stored]) -> None:
+        if self._reads.get(account_id) is done:
+            del self._reads[account_id]
+        if not done.cancelled():
+            done.exception()  # retrieved, for callers that were cancelled meanwhile
 
     def _landed(self, account_id: str, done: asyncio.Task[Secret]) -> None:
         if self._flights.get(account_id) is done:
