@@ -46,13 +46,9 @@ class Settings:
         """Command-line options win over the environment, which wins over the defaults."""
         chosen_dir = data_dir or env.get("COSMOGEN_DATA_DIR") or _default_data_dir(env)
         try:
-            egress = EgressPolicy.from_strings(
-                env.get("COSMOGEN_EGRESS_ALLOW_NETWORKS", ""), env.get("COSMOGEN_EGRESS_ALLOW_HOSTS", "")
-            )
+            egress = EgressPolicy.from_env(env)  # the message names the COSMOGEN_EGRESS_* setting
         except ValueError as exc:
-            raise SettingsError(
-                f"COSMOGEN_EGRESS_ALLOW_NETWORKS: {exc} (expected e.g. 127.0.0.1/32)"
-            ) from None
+            raise SettingsError(str(exc)) from None
         # Test-only: named points where the process kills itself, to prove crash recovery.
         crash_at = frozenset(p for p in env.get("COSMOGEN_TEST_CRASH_AT", "").split(",") if p)
         unknown = crash_at - CRASH_POINTS

@@ -17,6 +17,7 @@ class RenderedRequest:
     headers: dict[str, str]
     body: Any
     timeout_s: float
+    follow_redirects: bool = True  # see integrations/http.py for which redirects are followed
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,6 +59,7 @@ class CompiledBinding:
             headers={name: template.render(scope) for name, template in self.headers},
             body=_render_body(self.body, scope),
             timeout_s=request.timeout_s,
+            follow_redirects=request.follow_redirects,
         )
 
 

@@ -120,6 +120,8 @@ class HttpRequest(Model):
     headers: dict[str, str] = Field(default_factory=dict)
     body: JSONValue = None
     timeout_s: float = Field(default=10.0, gt=0, le=300)
+    # false: a 3xx comes back as the answer instead of being followed (integrations/http.py).
+    follow_redirects: bool = True
 
 
 class Binding(Model):
