@@ -16,6 +16,7 @@ from typing import Any, Protocol
 from cosmogen.domain.bindings import RenderedRequest
 from cosmogen.domain.capabilities import Action, Capability, Provider, ProviderRequest
 from cosmogen.domain.ratelimit import Limit
+from cosmogen.integrations.redact import scrub_values
 from cosmogen.integrations.secret import Secret
 
 
@@ -41,12 +42,11 @@ class Connection:
     verified: bool = False  # a test call or a connect has succeeded (accounts.verified_at is set)
 
     def scrub(self, text: str) -> str:
-        """`text` with every secret of this account masked (some providers echo a credential back)."""
-        for secret in self.secrets.values():
-            value = secret.reveal()
-            if len(value) >= 4:
-                text = text.replace(value, "****")
-        return text
+        """`text` with every secret of this account masked, in every form it was sent in (some providers
+        echo a credential back: raw, or the base64 `user:password` of a Basic header)."""
+        values = [secret.reveal() for secret in self.secrets.values()]
+        pair = _basic_pair(self)
+        return scrub_values(text, values if pair is None else [*values, pair])
 
 
 class AccountResolver(Protocol):
@@ -72,10 +72,8 @@ def provider_request(
     if token is not None:
         if request.token_in_body:
             body = {**(body or {}), request.token_in_body: token.reveal()}
-        elif connection.auth_kind == "basic":
-            user = connection.secrets.get("username")
-            pair = f"{user.reveal() if user else ''}:{token.reveal()}".encode()
-            headers["Authorization"] = "Basic " + base64.b64encode(pair).decode("ascii")
+        elif (pair := _basic_pair(connection)) is not None:
+            headers["Authorization"] = "Basic " + base64.b64encode(pair.encode()).decode("ascii")
         elif provider.auth_header == "x-api-key":
             headers["x-api-key"] = token.reveal()
         else:
@@ -99,6 +97,15 @@ def shown_provider_request(provider: Provider, base_url: str, request: ProviderR
         "headers": {**provider.headers, **request.headers},
         "body": request.body,
     }
+
+
+def _basic_pair(connection: Connection) -> str | None:
+    """`user:password` of a basic-auth account, as its Authorization header carries it (base64)."""
+    password = _credential(connection)
+    if connection.auth_kind != "basic" or password is None:
+        return None
+    user = connection.secrets.get("username")
+    return f"{user.reveal() if user else ''}:{password.reveal()}"
 
 
 def _credential(connection: Connection) -> Secret | None:
