@@ -500,6 +500,8 @@ def _store_grant(
                 last_error=None,
                 refresh_lease_owner=None,
                 refresh_lease_expires_at=None,
+                refresh_failures=0,  # a new grant starts with no backoff (integrations/tokens.py)
+                refresh_retry_at=None,
             )
         )
         return Connected(
@@ -618,6 +620,8 @@ def forget_tokens(
                     last_error=problem,
                     refresh_lease_owner=None,
                     refresh_lease_expires_at=None,
+                    refresh_failures=0,
+                    refresh_retry_at=None,
                     version=accounts.c.version + 1,
                 )
             )

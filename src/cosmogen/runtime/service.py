@@ -127,6 +127,7 @@ class Runtime:
         self._vault: Any = None  # the Vault, once opened (at start-up, or on first use)
         self._vault_lock = threading.Lock()
         self._housekeeping: asyncio.Task[None] | None = None
+        self._revoker: asyncio.Task[None] | None = None  # OAuth revocations left in the outbox
         # OAuth access tokens: refreshed ahead of expiry, once across processes (integrations/tokens.py).
         vault = VaultOpener(self.open_vault)
         self.tokens = TokenManager(db, vault, http, policy=settings.token_refresh)
@@ -202,7 +203,7 @@ class Runtime:
             await asyncio.gather(self._poller, return_exceptions=True)
         if self._worker is not None:
             await self._worker.stop()  # waits for its runs to park, like the tasks below
-        for side in (self._listener, self._reconciler, self._housekeeping):
+        for side in (self._listener, self._reconciler, self._housekeeping, self._revoker):
             if side is not None:
                 side.cancel()
                 await asyncio.gather(side, return_exceptions=True)
@@ -347,6 +348,7 @@ class Runtime:
             self._poller = asyncio.create_task(self._poll(), name="run-poller")
         self.tokens.start_refresher()  # idle accounts' tokens stay fresh while this process serves
         self._start_housekeeping()
+        self._start_revocations()
 
     def _start_housekeeping(self) -> None:
         """Serving processes drop expired Idempotency-Keys (runtime/idempotency.py) now and then."""
@@ -356,6 +358,18 @@ class Runtime:
             self._housekeeping = asyncio.create_task(
                 idempotency.purge_forever(self.writer, utcnow), name="idempotency-purge"
             )
+
+    def _start_revocations(self) -> None:
+        """Serving processes retry the OAuth revocations a disconnect could not deliver (oauth_flow.py);
+        the vault opens only when one is due."""
+        if self._revoker is None:
+            from cosmogen.domain.capabilities import default_registry
+            from cosmogen.integrations.oauth_flow import revocation_loop
+
+            loop = revocation_loop(
+                self.db, self.writer, self.open_vault, self.http, default_registry(), now=utcnow
+            )
+            self._revoker = asyncio.create_task(loop, name="oauth-revocations")
 
     async def start_worker(self, options: WorkerOptions | None = None) -> None:
         """Take runs from the PostgreSQL job queue in this process, and obey pause/cancel requests."""
@@ -378,6 +392,7 @@ class Runtime:
         self._reconciler = asyncio.create_task(self._reconcile_forever(), name="run-reconciler")
         self.tokens.start_refresher()
         self._start_housekeeping()
+        self._start_revocations()
 
     async def _reconcile_forever(self, every_s: float = 60.0) -> None:
         """Now and then, give a job to unfinished runs that lost theirs (a job aborted at a worker's
