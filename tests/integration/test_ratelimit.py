@@ -185,10 +185,14 @@ def test_every_attempt_costs_a_token_and_a_429_blocks_the_key(database_url: str)
             await client.close()
             await server.close()
         assert response.attempts == 3 and len(server.requests) == 3
-        assert retry_sleeps == [1.0, 2.0]  # the retry policy is unchanged
+        # The retry policy is unchanged: equal jitter under the 1 s and 2 s caps (random_unit 0.5), the
+        # x-ratelimit-reset block being the limiter's business, not the backoff's.
+        assert retry_sleeps == [0.75, 1.5]
         assert state is not None and state.blocked_until == reset
         # Three attempts, three tokens: two at once, the third at the block's end, restarting without a burst.
-        assert [(w.until, w.blocked) for w in waits] == [(reset, True)]
+        # Heard twice: when the 429 blocks the key (this caller then waits in its backoff), and when its
+        # retry's token waits for the block's end.
+        assert [(w.until, w.blocked) for w in waits] == [(reset, True), (reset, True)]
         assert state.tat == pytest.approx(reset + TEN_PER_SECOND.tolerance_s + 0.1, abs=EPS)
 
     asyncio.run(main())

@@ -55,7 +55,8 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True, slots=True)
 class Wait:
-    """A caller is about to wait for a token (for the runtime's `waiting: rate limit`)."""
+    """A caller is about to wait for a token, or for a 429's block to end (for the runtime's `waiting:
+    rate limit`)."""
 
     key: str
     until: float  # epoch seconds at which its token is valid
@@ -268,10 +269,14 @@ class Throttle:
     async def block_from(self, headers: Mapping[str, str]) -> float | None:
         """Block the key until the time a 429's headers give (Retry-After, x-ratelimit-reset, ...), if any.
 
-        Returns that time (epoch seconds), or None when the headers name none.
+        Returns that time (epoch seconds), or None when the headers name none. `on_wait` hears of it: the
+        caller that got the 429 waits for the block too, in its retry's backoff rather than in `acquire`,
+        and would otherwise still show the wait for the token the 429 answered.
         """
         now = self.limiter.clock()
         until = blocked_until(headers, now)
         if until is not None and until > now:
             await self.limiter.block(self.key, until)
+            if self.on_wait is not None:
+                self.on_wait(Wait(self.key, until, until - now, blocked=True))
         return until

@@ -547,7 +547,7 @@ class Executor:
         request: RenderedRequest,
         effect_id: int,
         key: str,
-    ) -> dict[str, Any]:
+    ) -> dict[str, Any] | _Stop:
         log = run.log
         shown_waits: list[asyncio.Task[None]] = []
 
@@ -580,7 +580,11 @@ class Executor:
                 "attempts": exc.attempts,
                 "error": {"kind": exc.kind, "message": str(exc)},
             }
-            status = "failed"
+            # Sent, then no answer (timeout, broken connection): it may have happened. Unless repeating is
+            # safe it is neither retried nor "failed" (a retry of the run would send it again): a person
+            # decides, as after a crash during the call (DUR-12).
+            can_repeat = repeatable(request.method, spec.key_header is not None) or spec.safe_to_repeat
+            status = "ambiguous" if exc.kind in ("timeout", "disconnect") and not can_repeat else "failed"
         else:
             result = {"status": response.status, "body": response.body, "attempts": response.attempts}
             status = "succeeded"
@@ -602,6 +606,20 @@ class Executor:
             )
         )
         self._maybe_crash("after-outcome")
+        if status == "ambiguous":
+            return _Stop(
+                {
+                    "code": "ambiguous-effect",
+                    "node": step.id,
+                    "binding": spec.name,
+                    "message": (
+                        f"{request.method} {redact_url(request.url)} got no answer "
+                        f"({result['error']['message']}); it may or may not have happened, and resending "
+                        "could do it twice"
+                    ),
+                    "actions": ["retry_anyway", "mark_done", "cancel"],
+                }
+            )
         return result
 
     # --- helpers ----------------------------------------------------------------------------------
