@@ -12,7 +12,7 @@ from cosmogen.api.app import create_app
 from cosmogen.cli.loading import EXIT_INVALID
 from cosmogen.integrations.vault import VaultError
 from cosmogen.runtime.ownership import DataDirBusy
-from cosmogen.runtime.service import Runtime, UnsafeDatabase
+from cosmogen.runtime.service import Runtime, UnsafeDatabase, check_vault_keys
 from cosmogen.settings import Settings, SettingsError
 
 
@@ -55,6 +55,11 @@ def serve_command(
             click.echo(f"error: {exc}", err=True)
             raise SystemExit(EXIT_INVALID) from None
 
+    try:
+        check_vault_keys(settings.runtime())  # before anything starts or is written
+    except VaultError as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(EXIT_INVALID)
     app = create_app(open_runtime)
     where = "PostgreSQL" if settings.database_url else settings.data_dir
     click.echo(

@@ -499,6 +499,16 @@ def _key_source(settings: RuntimeSettings) -> Any:
     return KeySource(Path("/nonexistent/vault.keys"), settings.vault_keys)
 
 
+def check_vault_keys(settings: RuntimeSettings) -> None:
+    """The start-up key check alone (reads only; raises VaultStartupError): `serve` runs it before its HTTP
+    server starts, so a wrong or missing key is one clear line and exit 2 (Runtime.open checks again)."""
+    db = settings.open_database()
+    try:
+        _check_vault_keys(settings, db)
+    finally:
+        db.close()
+
+
 def _check_vault_keys(settings: RuntimeSettings, db: Database) -> Any:
     """The start-up check (reads only; raises VaultStartupError), or None when the vault is left for later:
     a PostgreSQL database with no key yet and no COSMOGEN_VAULT_KEYS, where a key file made by this process
