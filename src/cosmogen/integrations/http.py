@@ -328,7 +328,7 @@ def _next_hop(
         target = check_url(joined, policy)
     except EgressBlocked as exc:
         raise egress_error(exc.rule, str(exc), attempt, where) from None
-    except (ValueError, TypeError, UnicodeError):
+    except Exception:  # the URL parser's own failures (ValueError, IndexError...) refuse the hop
         raise egress_error(
             "url-syntax", "the redirect's Location could not be parsed", attempt, where
         ) from None

@@ -1,75 +1,22 @@
-"""The egress guard against the address and string list of reliability.md D.1 (URL and address checks)."""
+"""The egress guard's decisions (pure): reliability.md D.1 (tests/ssrf/vectors.py), tables, allowlist."""
 
 import ipaddress
 
 import pytest
 
-from cosmogen.integrations.egress import EgressBlocked, EgressPolicy, check_address, check_url
+from cosmogen.integrations.egress import (
+    EgressBlocked,
+    EgressPolicy,
+    check_address,
+    check_answer,
+    check_url,
+)
+from tests.ssrf.vectors import DNS, HOSTS, URLS
 
 POLICY = EgressPolicy()
-
-BLOCKED_HOSTS = [
-    "127.0.0.1",
-    "127.1",
-    "127.0.1",
-    "127.255.255.254",
-    "0.0.0.0",
-    "0",
-    "2130706433",
-    "0x7f000001",
-    "0x7f.0.0.1",
-    "0177.0.0.1",
-    "017700000001",
-    "10.0.0.1",
-    "172.16.0.1",
-    "172.31.255.255",
-    "192.168.0.1",
-    "169.254.0.1",
-    "169.254.169.254",
-    "169.254.170.2",
-    "169.254.169.253",
-    "100.100.100.200",
-    "192.0.0.192",
-    "168.63.129.16",
-    "metadata.google.internal",
-    "metadata",
-    "instance-data",
-    "100.64.0.1",
-    "192.0.0.1",
-    "192.0.2.1",
-    "198.51.100.1",
-    "203.0.113.1",
-    "198.18.0.1",
-    "224.0.0.1",
-    "239.255.255.250",
-    "240.0.0.1",
-    "255.255.255.255",
-    "[::1]",
-    "[::]",
-    "[0:0:0:0:0:0:0:1]",
-    "[::ffff:127.0.0.1]",
-    "[::ffff:7f00:1]",
-    "[::ffff:169.254.169.254]",
-    "[::127.0.0.1]",
-    "[fe80::1%25eth0]",
-    "[fc00::1]",
-    "[fd00::1]",
-    "[fd00:ec2::254]",
-    "[64:ff9b::a9fe:a9fe]",
-    "[2002:7f00:1::]",
-    "[2001:0:4136:e378:8000:63bf:80ff:fffe]",
-    "[ff02::1]",
-    "localhost",
-    "LOCALHOST",
-    "localhost.",
-    "a.localhost",
-    "localhost.localdomain",
-    "10.0.0.1.nip.io",
-    "127.0.0.1.sslip.io",
-    "lvh.me",
-    "①②⑦.0.0.1",
-    "127。0。0。1",
-]
+# Names only their DNS answer makes private are refused at connect time (check_answer), not here.
+DNS_ONLY = {"intranet-wiki.example", "metadata-proxy.example", "ipv6-loopback.example", "dual-stack.example"}
+BLOCKED_HOSTS = [h for h in HOSTS if h not in DNS_ONLY and h != "mixed-answer.example"]
 
 
 @pytest.mark.parametrize("host", BLOCKED_HOSTS)
@@ -78,28 +25,7 @@ def test_d1_hosts_are_refused(host: str) -> None:
         check_url(f"http://{host}/path", POLICY)
 
 
-@pytest.mark.parametrize(
-    "url",
-    [
-        "http://evil.example@127.0.0.1/",
-        "http://127.0.0.1#@evil.example/",
-        "http://127.0.0.1\\@evil.example/",
-        "http://[::ffff:127.0.0.1]/",
-        "http://127.0.0.1:80:80/",
-        "http://%31%32%37.0.0.1/",
-        " http://example.com/",
-        "http://example.com/\t",
-        "HtTp://127.0.0.1/",
-        "file:///etc/passwd",
-        "gopher://127.0.0.1:6379/_x",
-        "dict://127.0.0.1:11211/",
-        "ftp://example.com/",
-        "data:text/plain,hi",
-        "jar:http://example.com!/",
-        "netdoc:///etc/passwd",
-        "ws://example.com/",
-    ],
-)
+@pytest.mark.parametrize("url", URLS)
 def test_d1_parser_confusion_and_schemes_are_refused(url: str) -> None:
     with pytest.raises(EgressBlocked) as info:
         check_url(url, POLICY)
@@ -134,3 +60,100 @@ def test_allowlisted_network_opens_only_itself() -> None:
 def test_allowlisted_host_name() -> None:
     policy = EgressPolicy.from_strings(hosts="simulator.local")
     assert check_url("http://simulator.local:9000/", policy).host == "simulator.local"
+
+
+def test_dns_answers_for_the_d1_names_are_refused() -> None:
+    for name, addresses in DNS.items():
+        if name in ("public-a.example", "public-b.example", "public-v6.example", "evil.example"):
+            check_answer(name, addresses, POLICY)
+            continue
+        with pytest.raises(EgressBlocked) as info:
+            check_answer(name, addresses, POLICY)
+        assert info.value.rule in ("address", "metadata"), name
+        for address in addresses:
+            assert address not in str(info.value).replace(name, "")
+
+
+def test_a_mixed_answer_is_refused_whole() -> None:
+    check_answer("ok.example", ["93.184.216.34", "2606:2800:220:1:248:1893:25c8:1946"], POLICY)
+    with pytest.raises(EgressBlocked, match="every address must be public"):
+        check_answer("mixed.example", ["93.184.216.34", "10.0.0.1"], POLICY)
+    with pytest.raises(EgressBlocked):
+        check_answer("empty.example", [], POLICY)
+
+
+def test_wildcard_patterns_open_names_under_the_suffix_only() -> None:
+    policy = EgressPolicy.from_strings(hosts="*.corp.internal, api.example.net")
+    for host in ("a.corp.internal", "x.y.corp.internal", "API.CORP.INTERNAL.", "api.example.net"):
+        assert policy.allows_host(host), host
+    for host in ("corp.internal", "acorp.internal", "a.corp.internal.evil.example", "b.example.net"):
+        assert not policy.allows_host(host), host
+    assert check_url("http://svc.corp.internal:8080/", policy).host == "svc.corp.internal"
+    with pytest.raises(EgressBlocked):
+        check_url("http://corp.internal/", policy)
+
+
+def test_an_opened_name_may_resolve_privately_but_never_to_metadata() -> None:
+    policy = EgressPolicy.from_strings(hosts="*.corp.internal")
+    check_answer("api.corp.internal", ["10.9.9.9", "fd12::1"], policy)
+    with pytest.raises(EgressBlocked) as info:
+        check_answer("meta.corp.internal", ["169.254.169.254"], policy)
+    assert info.value.rule == "metadata"
+    with pytest.raises(EgressBlocked):
+        check_answer("other.example", ["10.9.9.9"], policy)
+
+
+@pytest.mark.parametrize(
+    "address", ["169.254.169.254", "fd00:ec2::254", "100.100.100.200", "192.0.0.192", "168.63.129.16"]
+)
+def test_metadata_needs_both_the_allowlist_and_the_flag(address: str) -> None:
+    ip = ipaddress.ip_address(address)
+    covering = EgressPolicy.from_strings("0.0.0.0/0,::/0")
+    with pytest.raises(EgressBlocked) as info:
+        check_address(ip, covering)
+    assert info.value.rule == "metadata" and "COSMOGEN_EGRESS_ALLOW_METADATA=1" in str(info.value)
+    with pytest.raises(EgressBlocked):
+        check_address(ip, EgressPolicy(allow_metadata=True))
+    check_address(ip, EgressPolicy.from_strings("0.0.0.0/0,::/0", allow_metadata=True))
+
+
+@pytest.mark.parametrize("host", ["abc1.de", "3d.be", "0xcafe.be", "deadbeef.example", "1x.example"])
+def test_names_that_look_hexadecimal_are_names(host: str) -> None:
+    assert check_url(f"https://{host}/", POLICY).address is None
+
+
+@pytest.mark.parametrize("host", ["8.8.8.8.", "08.8.8.8", "8.8.2056", "134744072", "0x8.8.8.8"])
+def test_public_addresses_in_legacy_notation_are_refused_too(host: str) -> None:
+    with pytest.raises(EgressBlocked) as info:
+        check_url(f"http://{host}/", POLICY)
+    assert info.value.rule == "url-syntax"
+
+
+@pytest.mark.parametrize(
+    ("networks", "hosts"),
+    [
+        ("10.0.0.0/33", ""),
+        ("nonsense", ""),
+        ("", "*.com"),
+        ("", "*"),
+        ("", "a..b"),
+        ("", "10.1.2.3"),
+        ("", "x y"),
+    ],
+)
+def test_bad_allowlist_entries_are_refused(networks: str, hosts: str) -> None:
+    with pytest.raises(ValueError, match="COSMOGEN_EGRESS_ALLOW_"):
+        EgressPolicy.from_strings(networks, hosts)
+
+
+def test_from_env_reads_the_three_settings() -> None:
+    assert EgressPolicy.from_env({}) == EgressPolicy()
+    policy = EgressPolicy.from_env(
+        {
+            "COSMOGEN_EGRESS_ALLOW_NETWORKS": "10.1.2.0/24",
+            "COSMOGEN_EGRESS_ALLOW_HOSTS": "*.corp.internal",
+            "COSMOGEN_EGRESS_ALLOW_METADATA": "1",
+        }
+    )
+    assert policy.allow_metadata and policy.allow_host_patterns == (".corp.internal",)
+    assert policy.allows_address(ipaddress.ip_address("10.1.2.200"))
