@@ -262,3 +262,23 @@ def test_a_disconnected_account_can_be_connected_again(env: Env, sim: Simulator)
     again = env.connect(sim)
     assert again.scopes == ("chat:write",) and env.account().status == "connected"
     assert use(env) is None
+
+
+def test_a_due_revocation_is_sent_once_when_two_rounds_race(env: Env, sim: Simulator) -> None:
+    env.connect(sim)
+    sim.inject(Fault.server_error(503), "oauth.revoke", times=2)
+    do_disconnect(env)
+    env.clock.append(utcnow() + timedelta(minutes=5))
+
+    async def race(http: Any) -> list[list[str]]:
+        rounds = [
+            retry_due_revocations(env.db, env.writer, lambda: env.vault, http, env.registry, now=env.now)
+            for _ in range(2)
+        ]
+        return [[r.verdict for r in done] for done in await asyncio.gather(*rounds)]
+
+    verdicts = run(race)
+    # Whatever each round saw as due, each entry was taken by one round only (the other skips it).
+    flat = [v for round_ in verdicts for v in round_]
+    assert flat.count("done") == 2 and set(flat) <= {"done", "skipped"}
+    assert sim.counts["oauth.revoke"] == 4  # 2 refused at disconnect + 2 delivered, none twice
