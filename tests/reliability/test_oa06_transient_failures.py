@@ -169,3 +169,40 @@ def test_oa06_an_expired_token_in_backoff_gives_a_retryable_error_and_no_call(st
             assert (saved.status, saved.refresh_failures, saved.last_error) == ("connected", 0, None)
 
     asyncio.run(main())
+
+
+def test_a_wrong_oauth_setting_keeps_the_grant_and_says_what_to_fix(store: Store) -> None:
+    clock = {"now": T - timedelta(minutes=4)}
+
+    async def main() -> None:
+        async with Simulator() as sim:
+            grant = sim.oauth.issue(DEFAULT_CLIENT_ID, "chat:write")
+            account_id = oauth_accounts.connect(
+                store.db, store.vault, sim_url=sim.url, client_id=DEFAULT_CLIENT_ID,
+                client_secret=DEFAULT_CLIENT_SECRET, access_token=grant.access_token,
+                refresh_token=grant.refresh_token, expires_at=T,
+            )  # fmt: skip
+            set_token_url(store, account_id, sim.url, "ftp://127.0.0.1/oauth/token")
+            http = HttpClient(LOOPBACK)
+            await http.start()
+            tokens = TokenManager(
+                store.db, VaultOpener(lambda: store.vault), http, now=lambda: clock["now"], jitter=lambda: 1.0
+            )
+            try:
+                token = await tokens.access_token(account_id)  # due, still valid: used meanwhile
+                assert token.reveal() == grant.access_token
+                saved = oauth_accounts.stored(store.db, store.vault, account_id)
+                assert saved.status == "connected" and saved.refresh_failures == 1
+                assert saved.last_error is not None and saved.last_error["code"] == "oauth_client_error"
+                assert "oauth.token_url" in saved.last_error["message"]
+                clock["now"] = T  # expired, and the setting is still wrong
+                with pytest.raises(AccountUnavailable, match=r"oauth\.token_url") as refused:
+                    await tokens.access_token(account_id)
+                assert refused.value.action is Action.FIX_SETTING
+            finally:
+                await tokens.close()
+                await http.close()
+            assert sim.counts["oauth.token"] == 0 and sim.oauth.revocations == []
+            assert oauth_accounts.stored(store.db, store.vault, account_id).fields == FIELDS
+
+    asyncio.run(main())

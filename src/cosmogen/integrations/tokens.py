@@ -42,6 +42,7 @@ from cosmogen.domain.capabilities import Action, Registry, default_registry
 from cosmogen.domain.oauth import (
     OAuthClientConfig,
     OAuthError,
+    RefusalKind,
     TokenGrant,
     TokenRefusal,
     oauth_config,
@@ -274,7 +275,11 @@ class TokenManager:
             if step is not Step.REFRESH:
                 raise self._unusable(stored, step)
             config = self._client_config(stored)
-            outcome = await self._exchange(account_id, stored, config)
+            outcome = (
+                config
+                if isinstance(config, TokenRefusal)
+                else await self._exchange(account_id, stored, config)
+            )
             if isinstance(outcome, Secret):
                 return outcome
             if outcome is None:  # the CAS lost: a newer write is kept, never overwritten
@@ -358,14 +363,16 @@ class TokenManager:
             Action.RECONNECT,
         )
 
-    def _client_config(self, stored: Stored) -> OAuthClientConfig:
+    def _client_config(self, stored: Stored) -> OAuthClientConfig | TokenRefusal:
+        """The account's OAuth client, or a CLIENT refusal saying which setting is wrong (recorded and
+        backed off like the server's own refusal of the client, so a still-valid token keeps working)."""
         provider = self._registry.providers.get(stored.provider)
         endpoints = provider.oauth if provider is not None else None
         defaults = (endpoints.authorize_url, endpoints.token_url, endpoints.revoke_url) if endpoints else None
         try:
             return oauth_config(stored.provider, defaults, stored.settings)
         except OAuthError as exc:
-            raise AccountUnavailable(f"account {stored.name!r}: {exc}", Action.FIX_SETTING) from None
+            return TokenRefusal(RefusalKind.CLIENT, "oauth_settings", str(exc))
 
     def _lease_free(self, stored: Stored) -> bool:
         # A hint only (the conditional UPDATE decides); saves SQLite a write lock per poll.
