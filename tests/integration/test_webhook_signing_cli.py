@@ -10,6 +10,7 @@ import subprocess
 import time
 import urllib.error
 import urllib.request
+from pathlib import Path
 from typing import Any
 
 from cosmogen.domain.webhook_signature import header_value
@@ -77,7 +78,11 @@ def test_signed_webhooks_through_the_cli_and_serve(
     assert again["secrets"] == [{"secret": new, "expires_at": None}]
 
 
-def test_unsigned_triggers_and_mistakes_say_what_to_do(cosmogen: CLI) -> None:
+def test_unsigned_triggers_and_mistakes_say_what_to_do(cosmogen: CLI, tmp_path: Path) -> None:
+    # Revealing on a store with no vault key says so, and makes no key.
+    nothing = cosmogen("launches", "reveal-webhook-secret", "nope")
+    assert nothing.returncode == 2 and "no vault keyring yet" in nothing.stderr
+    assert not (tmp_path / "cosmogen-data" / "vault.keys").exists()
     made = _ok(
         cosmogen(
             "launch", str(EXAMPLES / "banking.json"), "--trigger", '{"kind": "webhook", "signed": false}'

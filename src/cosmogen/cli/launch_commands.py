@@ -129,10 +129,12 @@ def launch_command(
             click.echo(f"    signing secret: {secret}   (shown once; sign every delivery, docs/launches.md)")
 
 
-def _open_vault(db: Database, settings: Settings) -> Vault:
-    """The start-up sequence of every process that seals: check the keys (reads only), migrate, open."""
+def _open_vault(db: Database, settings: Settings, *, create: bool = True) -> Vault:
+    """The start-up sequence of every process that seals: check the keys (reads only), migrate, open.
+    `create`: a store with no key yet gets one (only commands that seal need that)."""
     try:
-        checked = keystore.check_keys(db, KeySource.for_data_dir(settings.data_dir, settings.vault_keys))
+        source = KeySource.for_data_dir(settings.data_dir, settings.vault_keys)
+        checked = keystore.check_keys(db, source, create=create)
         migrate.upgrade(db)
         return checked.open(db)
     except VaultError as exc:
@@ -236,7 +238,7 @@ def reveal_webhook_secret(
     settings = settings_or_exit(data_dir, database_url)
     db = settings.runtime().open_database()
     try:
-        vault = _open_vault(db, settings)
+        vault = _open_vault(db, settings, create=False)
         try:
             with db.engine.connect() as conn:
                 found = repo.reveal_webhook_secrets(conn, vault, trigger_id)
