@@ -104,3 +104,33 @@ def test_a_refused_key_is_saved_as_error_with_what_to_do(cosmogen: CLI, sim: Sim
         "--secret-stdin", "--no-test", stdin="whatever\n",
     )  # fmt: skip
     assert skipped.returncode == 0 and "not verified" in skipped.stdout
+
+
+def test_disable_stops_use_and_enable_checks_the_key_again(
+    cosmogen: CLI, sim: Simulator, tmp_path: Path
+) -> None:
+    added = cosmogen(
+        "accounts", "add", "openai-main", "--provider", "openai", "--base-url", sim.url, "--secret-stdin",
+        stdin=DEFAULT_API_KEY + "\n",
+    )  # fmt: skip
+    assert added.returncode == 0, added.stderr
+    disabled = cosmogen("accounts", "disable", "openai-main")
+    assert disabled.returncode == 0, disabled.stderr
+    assert cosmogen("accounts", "disable", "openai-main").returncode == 2  # already disabled: says so
+    ran = json.loads(cosmogen("run", universe(tmp_path), "--json").stdout)
+    chat = ran["outputs"]["ask"]["bindings"]["chat"]
+    assert "is disabled" in chat["error"]["message"], chat
+    calls = len(sim.log.select("openai.chat"))
+    assert calls == 0  # a disabled account is never called
+
+    probes = len(sim.log.select("openai.models"))
+    enabled = cosmogen("accounts", "enable", "openai-main")
+    assert enabled.returncode == 0, enabled.stderr
+    assert "connected" in enabled.stdout
+    assert len(sim.log.select("openai.models")) == probes + 1  # the key was checked again
+    assert cosmogen("accounts", "enable", "openai-main").returncode == 2  # not disabled: nothing to do
+    again = json.loads(cosmogen("run", universe(tmp_path), "--json").stdout)
+    assert again["status"] == "succeeded", again
+    assert again["outputs"]["ask"]["bindings"]["chat"].get("error") is None
+
+    assert cosmogen("accounts", "disable", "nobody").returncode == 2

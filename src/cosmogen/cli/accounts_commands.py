@@ -60,7 +60,7 @@ _FIELDS = {"api_key": ("api_key", "API key"), "basic": ("password", "password")}
 @click.group("accounts")
 def accounts_group() -> None:
     """Accounts that provider bindings use: add (secret from stdin), connect (OAuth, in the browser),
-    list, disconnect (OAuth: revoke), remove."""
+    list, disable, enable, disconnect (OAuth: revoke), remove."""
 
 
 @accounts_group.command("add")
@@ -262,6 +262,83 @@ def remove_command(name: str, keep_grant: bool, data_dir: str | None, database_u
     finally:
         db.close()
     click.echo(f"removed account {name!r} and its secrets")
+
+
+@accounts_group.command("disable")
+@click.argument("name")
+@_store_options
+def disable_command(name: str, data_dir: str | None, database_url: str | None) -> None:
+    """Stop every use of account NAME (bindings naming it fail with "disabled") without removing it;
+    `enable` brings it back."""
+    db, _ = _open(data_dir, database_url)
+    try:
+        migrate.upgrade(db)
+        with db.engine.begin() as conn:
+            found = _named(conn, name)
+            if found.status == "disabled":
+                _fail(f"account {name!r} is already disabled")
+            problem = {"code": "disabled", "message": "disabled by a person", "action": "fix_setting"}
+            credentials.set_account_status(found.id, "disabled", last_error=problem)(conn)
+    finally:
+        db.close()
+    click.echo(
+        f"disabled account {name!r}; bindings that name it fail until `cosmogen accounts enable {name}`"
+    )
+
+
+@accounts_group.command("enable")
+@click.argument("name")
+@_store_options
+def enable_command(name: str, data_dir: str | None, database_url: str | None) -> None:
+    """Use a disabled account NAME again. An API key is checked again with the provider's cheap read
+    (OpenAI, Anthropic); an account without a stored credential goes back to `pending` (connect it)."""
+    registry = default_registry()
+    db, source = _open(data_dir, database_url)
+    try:
+        migrate.upgrade(db)
+        with db.engine.connect() as conn:
+            found = _named(conn, name)
+            fields = credentials.secret_fields(conn, found.id)
+        if found.status != "disabled":
+            _fail(f"account {name!r} is {found.status}, not disabled; nothing to enable")
+        target = registry.providers.get(found.provider)
+        failure: Failure | None = None
+        tested = target is not None and target.probe is not None and "api_key" in fields
+        if tested and target is not None:
+            try:
+                vault = keystore.open_vault(db, source)
+            except VaultError as exc:
+                _fail(str(exc))
+            with db.engine.connect() as conn:
+                secrets = credentials.reveal_credentials(conn, vault, found.id)
+            connection = Connection(
+                found.id, name, found.provider, found.auth_kind, found.base_url or target.base_url, secrets
+            )
+            failure = asyncio.run(_test(data_dir, database_url, target, connection))
+        with db.engine.begin() as conn:
+            if fields or found.auth_kind == "none":
+                _settle(found.id, failure, verified=tested)(conn)
+            else:
+                problem = {"code": "not_connected", "message": "no credential stored", "action": "reconnect"}
+                credentials.set_account_status(found.id, "pending", last_error=problem)(conn)
+        with db.engine.connect() as conn:
+            status = _named(conn, name).status
+    finally:
+        db.close()
+    if failure is not None:
+        _fail(f"enabled account {name!r}, but the test call was refused: {failure.message}", code=EXIT_FAILED)
+    click.echo(f"enabled account {name!r}: {status}")
+
+
+def _named(conn: Any, name: str) -> Any:
+    found = conn.execute(
+        select(
+            accounts.c.id, accounts.c.status, accounts.c.provider, accounts.c.auth_kind, accounts.c.base_url
+        ).where(accounts.c.name == name)
+    ).one_or_none()
+    if found is None:
+        _fail(f"no account named {name!r}; `cosmogen accounts list` shows them")
+    return found
 
 
 async def _test(
