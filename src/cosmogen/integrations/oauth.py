@@ -42,6 +42,11 @@ def new_state() -> str:
     return b64url(secrets.token_bytes(32))
 
 
+def client_pair(client_id: str, client_secret: Secret) -> str:
+    """`id:secret` as HTTP Basic carries the client's credentials (each form-urlencoded first)."""
+    return f"{quote(client_id, safe='')}:{quote(client_secret.reveal(), safe='')}"
+
+
 def client_request(
     url: str, config: OAuthClientConfig, client_secret: Secret | None, form: Mapping[str, str]
 ) -> RenderedRequest:
@@ -51,7 +56,7 @@ def client_request(
     body = dict(form)
     headers = {"Content-Type": FORM, "Accept": "application/json"}
     if config.client_auth == "basic" and client_secret is not None:
-        pair = f"{quote(config.client_id, safe='')}:{quote(client_secret.reveal(), safe='')}"
+        pair = client_pair(config.client_id, client_secret)
         headers["Authorization"] = "Basic " + base64.b64encode(pair.encode()).decode("ascii")
     else:
         body["client_id"] = config.client_id

@@ -40,6 +40,7 @@ from sqlalchemy import Connection, exists, or_, select, update
 
 from cosmogen.domain.capabilities import Action, Registry, default_registry
 from cosmogen.domain.oauth import (
+    OAUTH_SETTING,
     OAuthClientConfig,
     OAuthError,
     RefusalKind,
@@ -64,7 +65,8 @@ from cosmogen.domain.tokens import (
 )
 from cosmogen.integrations.connections import AccountUnavailable
 from cosmogen.integrations.http import HttpClient
-from cosmogen.integrations.oauth import token_call
+from cosmogen.integrations.oauth import client_pair, token_call
+from cosmogen.integrations.redact import scrub_values
 from cosmogen.integrations.secret import Secret
 from cosmogen.store.database import SQLITE_BEGIN, Database
 from cosmogen.store.tables import accounts, credentials, utcnow
@@ -101,10 +103,13 @@ class Stored:
     client_secret: Secret | None
 
     def scrub(self, text: str) -> str:
-        for secret in (self.access, self.refresh, self.client_secret):
-            if secret is not None and len(secret.reveal()) >= 4:
-                text = text.replace(secret.reveal(), "****")
-        return text
+        """`text` without any of the account's tokens, in any form they were sent in (the client's Basic
+        header included)."""
+        values = [s.reveal() for s in (self.access, self.refresh, self.client_secret) if s is not None]
+        client_id = (self.settings.get(OAUTH_SETTING) or {}).get("client_id")
+        if self.client_secret is not None and isinstance(client_id, str):
+            values.append(client_pair(client_id, self.client_secret))
+        return scrub_values(text, values)
 
 
 class _LeaseLost(Exception):
