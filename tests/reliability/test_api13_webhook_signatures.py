@@ -153,7 +153,7 @@ def test_guessed_tokens_get_the_same_404_and_tokens_carry_256_bits(settings: Run
         assert match is not None
         token = match.group(1)
         assert len(token) == 43  # secrets.token_urlsafe(32): 256 bits, far above API-13's 128
-        guesses = [secrets.token_urlsafe(32) for _ in range(200)] + [token[:-1], token + "A", token.upper()]
+        guesses = [secrets.token_urlsafe(32) for _ in range(50)] + [token[:-1], token + "A", token.upper()]
         for guess in guesses:
             async with server.http.post(
                 f"{server.base}/hooks/{guess}", data=b"{}", headers={"Content-Type": "application/json"}
