@@ -17,6 +17,9 @@ from sqlalchemy.engine import make_url
 
 from cosmogen.store import Database, migrate, tables
 
+# SSRF-05: every outbound connection of the suite is audited (tests/egress_audit.py).
+pytest_plugins = ("tests.egress_audit",)
+
 ADMIN_URL = os.environ.get(
     "COSMOGEN_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
 )

@@ -26,6 +26,7 @@ import random
 import socket
 import time
 from collections.abc import Awaitable, Callable
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
@@ -63,6 +64,11 @@ _KEPT_ACROSS_ORIGINS = frozenset(
         "user-agent",
     }
 )
+
+
+# True while this client's own requests connect (tasks aiohttp starts inherit it): lets the test suite's
+# egress audit (tests/egress_audit.py) tell guarded connections from any other at socket level.
+THROUGH_GUARD: ContextVar[bool] = ContextVar("cosmogen_through_egress_guard", default=False)
 
 
 class EgressRefused(OSError):
@@ -279,6 +285,16 @@ class HttpClient:
         assert self._session is not None
         send_body = hop.body is not None and hop.method not in ("GET", "HEAD")
         as_form = send_body and _is_form(hop.headers)
+        marked = THROUGH_GUARD.set(True)
+        try:
+            return await self._send_hop(hop, timeout_s, follow, can_repeat, send_body, as_form)
+        finally:
+            THROUGH_GUARD.reset(marked)
+
+    async def _send_hop(
+        self, hop: _Hop, timeout_s: float, follow: bool, can_repeat: bool, send_body: bool, as_form: bool
+    ) -> _Answer | tuple[int, str]:
+        assert self._session is not None
         async with self._session.request(
             hop.method,
             hop.target.url,  # the URL the guard checked, not a re-parse of the string
