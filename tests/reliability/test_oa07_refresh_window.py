@@ -178,4 +178,6 @@ def test_oa07_a_provider_that_keeps_refusing_gets_one_refresh_and_one_retry_neve
     assert names == ["post", "post.reauth"]
     error = result["outputs"]["s"]["bindings"]["post"]["error"]
     assert (error["code"], error["action"]) == ("slack.token_expired", "reconnect")
-    assert saved.access_token != grant.access_token and saved.status == "connected"
+    # Refused even with a fresh token: the account goes to `error` (seed-spec §2.2), so the next run
+    # says "reconnect" at once instead of refreshing and calling again.
+    assert saved.access_token != grant.access_token and saved.status == "error"

@@ -156,6 +156,24 @@ def set_account_status(
     return write
 
 
+def mark_refused(account_id: str, problem: Mapping[str, Any]) -> WriteFn[bool]:
+    """A provider refused the account's credential (a 401, Slack `invalid_auth`...): a `connected`
+    account becomes `error` with what to do, so later runs are refused at once instead of calling with a
+    dead credential. Any other status is left alone (a person may have disabled it meanwhile). Returns
+    whether it changed."""
+    error = dict(problem)
+
+    def write(conn: Connection) -> bool:
+        result = conn.execute(
+            update(accounts)
+            .where(accounts.c.id == account_id, accounts.c.status == "connected")
+            .values(status="error", last_error=error, updated_at=utcnow())
+        )
+        return bool(result.rowcount)
+
+    return write
+
+
 # --- secrets -------------------------------------------------------------------------------------
 
 

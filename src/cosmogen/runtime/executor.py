@@ -52,6 +52,7 @@ from cosmogen.domain.tiers import tier_refusal
 from cosmogen.domain.tokens import token_rejected
 from cosmogen.domain.validate import validate
 from cosmogen.expr import EvalError
+from cosmogen.integrations import credentials
 from cosmogen.integrations.connections import (
     AccountResolver,
     AccountUnavailable,
@@ -447,12 +448,23 @@ class Executor:
                     "action": failure.action.value,
                     "step": provider_step.name if index else None,
                 }
+                if failure.action is Action.RECONNECT:
+                    await self._account_refused(run, step, connection.account_id, connection.name, error)
                 return {"status": status, "output": outputs or None, "error": error}
             if "error" in answer:  # no answer at all: connection refused, timeout, egress blocked
                 return {"status": status, "output": outputs or None, "error": answer["error"]}
             outputs[provider_step.name] = provider_step.normalize(status or 0, answer.get("body"))
         merged = {k: v for out in outputs.values() for k, v in out.items()}
         return {"status": status, "output": merged, "account": connection.name}
+
+    async def _account_refused(
+        self, run: _Run, step: PlanNode, account_id: str, name: str, error: dict[str, Any]
+    ) -> None:
+        """The provider refused the credential itself (after one refresh for OAuth): the account goes to
+        `error` (seed-spec §2.2), so its next uses say "reconnect" at once instead of calling again."""
+        problem = {k: error[k] for k in ("code", "message", "action")}
+        if await self.writer.write(credentials.mark_refused(account_id, problem)):
+            run.log.add("account.error", node=step.id, account=name, code=error["code"])
 
     def _provider_dry_run(
         self,
