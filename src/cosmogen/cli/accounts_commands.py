@@ -122,10 +122,7 @@ def add_command(
     db, source = _open(data_dir, database_url)
     try:
         migrate.upgrade(db)
-        try:
-            vault = keystore.open_vault(db, source)
-        except VaultError as exc:
-            _fail(str(exc))
+        vault = _vault_or_fail(db, source)
         with GroupCommitWriter(db) as writer:
 
             def write(conn: Any) -> str:
@@ -239,10 +236,7 @@ def remove_command(name: str, keep_grant: bool, data_dir: str | None, database_u
                 or any(f in TOKEN_FIELDS for f in credentials.secret_fields(conn, found.id))
             )
         if revocable:
-            try:
-                vault = keystore.open_vault(db, source)
-            except VaultError as exc:
-                _fail(str(exc))
+            vault = _vault_or_fail(db, source)
             settings = Settings.from_env(os.environ, data_dir=data_dir, database_url=database_url)
             with GroupCommitWriter(db) as writer:
                 done = asyncio.run(_disconnect(db, writer, vault, HttpClient(settings.egress), name))
@@ -305,10 +299,7 @@ def enable_command(name: str, data_dir: str | None, database_url: str | None) ->
         failure: Failure | None = None
         tested = target is not None and target.probe is not None and "api_key" in fields
         if tested and target is not None:
-            try:
-                vault = keystore.open_vault(db, source)
-            except VaultError as exc:
-                _fail(str(exc))
+            vault = _vault_or_fail(db, source)
             with db.engine.connect() as conn:
                 secrets = credentials.reveal_credentials(conn, vault, found.id)
             connection = Connection(
@@ -328,6 +319,14 @@ def enable_command(name: str, data_dir: str | None, database_url: str | None) ->
     if failure is not None:
         _fail(f"enabled account {name!r}, but the test call was refused: {failure.message}", code=EXIT_FAILED)
     click.echo(f"enabled account {name!r}: {status}")
+
+
+def _vault_or_fail(db: Database, source: Any) -> Vault:
+    """The vault, or exit with its message (a wrong, missing or too-open key); nothing is written."""
+    try:
+        return keystore.open_vault(db, source)
+    except VaultError as exc:
+        _fail(str(exc))
 
 
 def _named(conn: Any, name: str) -> Any:
@@ -487,10 +486,7 @@ def connect_command(
             client_config(target, connect_settings(settings, client_id))
         except OAuthError as exc:
             _fail(str(exc))
-        try:
-            vault = keystore.open_vault(db, source)
-        except VaultError as exc:
-            _fail(str(exc))
+        vault = _vault_or_fail(db, source)
         runtime_settings = Settings.from_env(os.environ, data_dir=data_dir, database_url=database_url)
         with GroupCommitWriter(db) as writer:
             outcome = asyncio.run(
@@ -632,10 +628,7 @@ def disconnect_command(name: str, data_dir: str | None, database_url: str | None
     db, source = _open(data_dir, database_url)
     try:
         migrate.upgrade(db)
-        try:
-            vault = keystore.open_vault(db, source)
-        except VaultError as exc:
-            _fail(str(exc))
+        vault = _vault_or_fail(db, source)
         settings = Settings.from_env(os.environ, data_dir=data_dir, database_url=database_url)
         with GroupCommitWriter(db) as writer:
             try:

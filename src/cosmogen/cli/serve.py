@@ -72,7 +72,6 @@ def serve_command(
 async def _open_with_sandbox(settings: Settings) -> Runtime:
     """The runtime with the provider simulator beside it and the sandbox accounts pointing at it."""
     from dataclasses import replace
-    from ipaddress import ip_network
 
     from cosmogen.runtime import sandbox
     from cosmogen.testing.simulator import Simulator
@@ -80,9 +79,9 @@ async def _open_with_sandbox(settings: Settings) -> Runtime:
     sim = Simulator(name="sandbox")
     await sim.start(0)
     runtime_settings = settings.runtime()
-    egress = runtime_settings.egress
-    # One allowlist entry for the simulator's address: the guard stays on for everything else.
-    opened = replace(egress, allow_networks=(*egress.allow_networks, ip_network("127.0.0.1/32")))
+    # One allowlist entry for the simulator's address and port: the guard stays on for everything else,
+    # other services on loopback included.
+    opened = runtime_settings.egress.with_endpoint("127.0.0.1", sim.port)
     try:
         runtime = await Runtime.open(replace(runtime_settings, egress=opened), vault_at_start=True)
     except BaseException:

@@ -21,7 +21,7 @@ import ipaddress
 import re
 import socket
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from yarl import URL
 
@@ -165,6 +165,14 @@ class EgressPolicy:
     allow_hosts: frozenset[str] = frozenset()
     allow_host_patterns: tuple[str, ...] = ()  # suffixes, each starting with "."
     allow_metadata: bool = False
+    # (address, port) pairs opened one service at a time: the sandbox simulator on 127.0.0.1:<port>,
+    # without opening every other service that listens on loopback.
+    allow_endpoints: frozenset[tuple[str, int]] = frozenset()
+
+    def with_endpoint(self, address: str, port: int) -> EgressPolicy:
+        """This policy plus one literal address and port (the address written as URLs will carry it)."""
+        canonical = str(ipaddress.ip_address(address))
+        return replace(self, allow_endpoints=self.allow_endpoints | {(canonical, port)})
 
     @classmethod
     def from_strings(
@@ -232,7 +240,9 @@ def check_url(url: str, policy: EgressPolicy) -> Target:
     host (or one the policy opens). The returned Target's `url` is the one to send."""
     target = parse_url(url, policy.schemes)
     if target.address is not None:
-        check_address(target.address, policy)
+        opened = (target.host, target.port) in policy.allow_endpoints
+        if not (opened and _lookup(_effective(target.address), METADATA_RANGES) is None):
+            check_address(target.address, policy)
         return target
     _check_name(target.host, policy)
     return target

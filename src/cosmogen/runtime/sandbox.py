@@ -7,8 +7,8 @@ simulator. The simulator forgets its tokens when it stops, so every later start 
 the sandbox accounts at its new address; accounts the user made are never touched, and a sandbox account
 the user removed is not brought back.
 
-The simulator is reached through one allowlist entry for its own address, never by turning the egress
-guard off.
+The simulator is reached through one allowlist entry for its own address and port, never by turning
+the egress guard off, so no other service on loopback opens with it.
 """
 
 from __future__ import annotations

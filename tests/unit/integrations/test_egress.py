@@ -157,3 +157,20 @@ def test_from_env_reads_the_three_settings() -> None:
     )
     assert policy.allow_metadata and policy.allow_host_patterns == (".corp.internal",)
     assert policy.allows_address(ipaddress.ip_address("10.1.2.200"))
+
+
+def test_an_endpoint_opens_one_port_of_one_address_and_never_metadata() -> None:
+    policy = EgressPolicy().with_endpoint("127.0.0.1", 8421)
+    assert check_url("http://127.0.0.1:8421/v1/models", policy).port == 8421
+    for refused in (
+        "http://127.0.0.1:8420/",
+        "http://127.0.0.1/",
+        "http://127.0.0.2:8421/",
+        "http://[::1]:8421/",
+    ):
+        with pytest.raises(EgressBlocked):
+            check_url(refused, policy)
+    metadata = EgressPolicy().with_endpoint("169.254.169.254", 80)
+    with pytest.raises(EgressBlocked) as refused_metadata:
+        check_url("http://169.254.169.254/latest/meta-data/", metadata)
+    assert refused_metadata.value.rule == "metadata"
