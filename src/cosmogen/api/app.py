@@ -1,4 +1,9 @@
-"""The ASGI application. The runtime is handed in (one composition root: `cli/serve.py`)."""
+"""The ASGI application. The runtime is handed in (one composition root: `cli/serve.py`).
+
+Routes live in api/routes/ (one module per resource) and authenticate through api/security.py; every
+error is a problem document (api/problems.py). `/openapi.json` describes all of it; the interactive docs
+pages are off (they load scripts from a CDN, which the studio's CSP forbids).
+"""
 
 from __future__ import annotations
 
@@ -6,23 +11,24 @@ import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 
-from starlette.applications import Starlette
-from starlette.requests import Request
-from starlette.responses import JSONResponse
-from starlette.routing import Route
+from fastapi import FastAPI
 
 from cosmogen import __version__
+from cosmogen.api import problems
+from cosmogen.api.routes import health, me
+from cosmogen.api.security import Authenticator
 from cosmogen.api.webhooks import webhook_routes
 from cosmogen.runtime.scheduler import Scheduler
 from cosmogen.runtime.service import Runtime
 from cosmogen.store.tables import utcnow
 
 
-def create_app(open_runtime: Callable[[], Awaitable[Runtime]]) -> Starlette:
+def create_app(open_runtime: Callable[[], Awaitable[Runtime]]) -> FastAPI:
     @asynccontextmanager
-    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         runtime = await open_runtime()
         app.state.runtime = runtime
+        app.state.auth = Authenticator(runtime.db, utcnow)
         if runtime.queued:
             await runtime.start_worker()  # PostgreSQL: this process is one of the workers
         else:
@@ -42,20 +48,14 @@ def create_app(open_runtime: Callable[[], Awaitable[Runtime]]) -> Starlette:
             await asyncio.gather(ticking, return_exceptions=True)
             await runtime.close()
 
-    async def healthz(request: Request) -> JSONResponse:
-        runtime: Runtime = request.app.state.runtime
-        try:
-            with runtime.db.engine.connect() as conn:
-                conn.exec_driver_sql("SELECT 1")
-        except Exception:  # the database is the one dependency health must report
-            return JSONResponse({"status": "unavailable", "database": "unreachable"}, status_code=503)
-        return JSONResponse(
-            {
-                "status": "ok",
-                "version": __version__,
-                "database": runtime.db.dialect,
-                "runs_in_flight": runtime.in_flight,
-            }
-        )
-
-    return Starlette(routes=[Route("/healthz", healthz)], lifespan=lifespan)
+    app = FastAPI(
+        title="cosmogen",
+        version=__version__,
+        lifespan=lifespan,
+        docs_url=None,
+        redoc_url=None,
+    )
+    problems.install(app)
+    app.include_router(health.router)
+    app.include_router(me.router)
+    return app

@@ -263,6 +263,11 @@ class Runtime:
         return submitted
 
     @property
+    def draining(self) -> bool:
+        """Shutting down: no new work is taken (readiness says so)."""
+        return self._draining
+
+    @property
     def in_flight(self) -> int:
         if self.queued:
             return len(self._running)

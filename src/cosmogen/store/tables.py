@@ -490,3 +490,60 @@ idempotency_keys = Table(
     PrimaryKeyConstraint("workspace_id", "scope", "key"),
     Index(None, "expires_at"),  # the cleanup deletes by it
 )
+
+# --- identity: workspaces, users, memberships, API tokens (api/security.py, identity/) ------------
+
+ROLES = ("viewer", "editor", "admin")
+
+workspaces = Table(
+    "workspaces",
+    metadata,
+    Column("id", Text, primary_key=True),  # "default" is made by the migration: the runtime's own
+    Column("name", Text, nullable=False),
+    _created(),
+)
+
+users = Table(
+    "users",
+    metadata,
+    Column("id", Text, primary_key=True),
+    Column("email", Text, nullable=False),  # lower-cased; the login name
+    Column("display_name", Text, nullable=False),
+    Column("password_hash", Text, nullable=True),  # argon2id ($argon2id$...); NULL: no password login
+    Column("disabled_at", UTCDateTime(), nullable=True),
+    _created(),
+    _updated(),
+    UniqueConstraint("email"),
+)
+
+memberships = Table(
+    "memberships",
+    metadata,
+    Column("workspace_id", Text, ForeignKey("workspaces.id", ondelete="CASCADE"), nullable=False),
+    Column("user_id", Text, ForeignKey("users.id", ondelete="CASCADE"), nullable=False),
+    Column("role", Text, nullable=False),
+    _created(),
+    PrimaryKeyConstraint("workspace_id", "user_id"),
+    Index(None, "user_id"),
+    CheckConstraint(_in("role", ROLES), name="role"),
+)
+
+api_tokens = Table(
+    "api_tokens",
+    metadata,
+    # A token acts as its user in one workspace with at most `role`; only its sha256 is stored.
+    Column("id", Text, primary_key=True),
+    Column("workspace_id", Text, ForeignKey("workspaces.id", ondelete="CASCADE"), nullable=False),
+    Column("user_id", Text, ForeignKey("users.id", ondelete="CASCADE"), nullable=False),
+    Column("name", Text, nullable=False),
+    Column("token_hash", Text, nullable=False),
+    Column("prefix", Text, nullable=False),  # the first characters, to tell tokens apart in lists
+    Column("role", Text, nullable=False),
+    _created(),
+    Column("expires_at", UTCDateTime(), nullable=True),
+    Column("last_used_at", UTCDateTime(), nullable=True),
+    Column("revoked_at", UTCDateTime(), nullable=True),
+    UniqueConstraint("token_hash"),
+    Index(None, "user_id"),
+    CheckConstraint(_in("role", ROLES), name="role"),
+)

@@ -1,0 +1,43 @@
+"""`/healthz` (the process answers and its database does) and `/readyz` (it takes work). Public."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, Request
+from starlette.responses import JSONResponse
+
+from cosmogen import __version__
+from cosmogen.runtime.service import Runtime
+
+router = APIRouter(tags=["health"])
+
+
+def _database_answers(runtime: Runtime) -> bool:
+    try:
+        with runtime.db.engine.connect() as conn:
+            conn.exec_driver_sql("SELECT 1")
+    except Exception:  # the database is the one dependency health must report
+        return False
+    return True
+
+
+@router.get("/healthz", summary="Liveness: the process and its database answer")
+async def healthz(request: Request) -> Any:
+    runtime: Runtime = request.app.state.runtime
+    if not _database_answers(runtime):
+        return JSONResponse({"status": "unavailable", "database": "unreachable"}, status_code=503)
+    return {
+        "status": "ok",
+        "version": __version__,
+        "database": runtime.db.dialect,
+        "runs_in_flight": runtime.in_flight,
+    }
+
+
+@router.get("/readyz", summary="Readiness: the database answers and the runtime is not shutting down")
+async def readyz(request: Request) -> Any:
+    runtime: Runtime = request.app.state.runtime
+    if runtime.draining or not _database_answers(runtime):
+        return JSONResponse({"status": "not_ready"}, status_code=503)
+    return {"status": "ready"}

@@ -1,0 +1,1 @@
+"""Who is calling: users, workspaces, memberships, API tokens (and, with the server, sessions)."""
