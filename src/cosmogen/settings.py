@@ -31,6 +31,7 @@ class Settings:
     vault_keys: Secret | None = None
     # `serve` starts the provider simulator and keeps sandbox accounts on it (runtime/sandbox.py).
     sandbox: bool = False
+    run_quota: int = 200  # COSMOGEN_RUN_QUOTA: unfinished runs per workspace before the API answers 429
 
     @classmethod
     def from_env(
@@ -70,6 +71,11 @@ class Settings:
             raise SettingsError(
                 f"COSMOGEN_WORKER_DEAD_AFTER_S must be seconds between 1 and 600, not {dead_text!r}"
             )
+        quota_text = env.get("COSMOGEN_RUN_QUOTA", "200")
+        if not quota_text.isdigit() or int(quota_text) < 1:
+            raise SettingsError(
+                f"COSMOGEN_RUN_QUOTA must be a whole number of runs, 1 or more, not {quota_text!r}"
+            )
         port_text = str(port) if port is not None else env.get("COSMOGEN_PORT", "8420")
         if not port_text.isdigit() or not 0 < int(port_text) < 65536:
             raise SettingsError(f"COSMOGEN_PORT must be a port number, not {port_text!r}")
@@ -92,6 +98,7 @@ class Settings:
             worker_dead_after_s=dead_after,
             vault_keys=Secret(env["COSMOGEN_VAULT_KEYS"]) if env.get("COSMOGEN_VAULT_KEYS") else None,
             sandbox=sandbox,
+            run_quota=int(quota_text),
         )
 
     def runtime(self) -> RuntimeSettings:
@@ -103,6 +110,7 @@ class Settings:
             checkpoint_every=self.checkpoint_every,
             worker_dead_after_s=self.worker_dead_after_s,
             vault_keys=self.vault_keys,
+            run_quota=self.run_quota,
         )
 
 

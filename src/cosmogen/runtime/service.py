@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 
 from cosmogen.domain.runs import RunAction, RunStatus
@@ -35,7 +36,8 @@ from cosmogen.runtime.executor import Executor, launch_state
 from cosmogen.runtime.ownership import DataDirLock
 from cosmogen.runtime.queue import WorkerOptions
 from cosmogen.store import Database, GroupCommitWriter, migrate, new_id, repos
-from cosmogen.store.tables import utcnow
+from cosmogen.store.tables import runs, utcnow
+from cosmogen.telemetry.hooks import Hooks
 
 log = logging.getLogger(__name__)
 
@@ -58,6 +60,8 @@ class RuntimeSettings:
     vault_keys: Secret | None = None
     # OAuth token refresh: the window before expiry, the cross-process lease, waits and backoff.
     token_refresh: RefreshPolicy = field(default_factory=RefreshPolicy)
+    # Unfinished runs one workspace may have; the API answers 429 past it (COSMOGEN_RUN_QUOTA).
+    run_quota: int = 200
 
     def worker_options(self, **overrides: Any) -> WorkerOptions:
         beat = self.worker_dead_after_s / 5
@@ -107,8 +111,11 @@ class Runtime:
         writer: GroupCommitWriter,
         http: HttpClient,
         lock: DataDirLock | None = None,
+        telemetry: Hooks | None = None,
     ) -> None:
         self.settings = settings
+        # Metrics hooks (telemetry/): no-ops unless the composition root passes a `Metrics`.
+        self.telemetry = telemetry or Hooks()
         self._lock = lock
         self.db = db
         self.writer = writer
@@ -130,7 +137,9 @@ class Runtime:
         self._revoker: asyncio.Task[None] | None = None  # OAuth revocations left in the outbox
         # OAuth access tokens: refreshed ahead of expiry, once across processes (integrations/tokens.py).
         vault = VaultOpener(self.open_vault)
-        self.tokens = TokenManager(db, vault, http, policy=settings.token_refresh)
+        self.tokens = TokenManager(
+            db, vault, http, policy=settings.token_refresh, on_refresh=self.telemetry.token_refresh
+        )
         self.executor = Executor(
             db,
             writer,
@@ -143,7 +152,9 @@ class Runtime:
             accounts=DbAccountResolver(db, vault, utcnow, tokens=self.tokens),
             limiter=RateLimiter(db),
             workspace=settings.workspace,
+            telemetry=self.telemetry,
         )
+        self.telemetry.watch(lambda: self.in_flight, self._runs_by_status)
         self._slots = asyncio.Semaphore(settings.concurrency)
         self._tasks: dict[str, asyncio.Task[RunStatus]] = {}
         self._poller: asyncio.Task[None] | None = None
@@ -158,8 +169,16 @@ class Runtime:
                 self._vault = keystore.open_vault(self.db, _key_source(self.settings))
             return self._vault
 
+    def _runs_by_status(self) -> dict[str, int]:
+        """Every run in the database by status (one grouped count over the status index; /metrics)."""
+        with self.db.engine.connect() as conn:
+            rows = conn.execute(select(runs.c.status, func.count()).group_by(runs.c.status))
+            return {str(status): int(count) for status, count in rows}
+
     @classmethod
-    async def open(cls, settings: RuntimeSettings, *, vault_at_start: bool = False) -> Runtime:
+    async def open(
+        cls, settings: RuntimeSettings, *, vault_at_start: bool = False, telemetry: Hooks | None = None
+    ) -> Runtime:
         """Open the store (migrating it) and take ownership; raises DataDirBusy if another process has it.
 
         `vault_at_start` (serve, worker): when the database holds encrypted rows or vault keys, the keyring
@@ -186,10 +205,10 @@ class Runtime:
             if lock is not None:
                 lock.release()
             raise
-        writer = GroupCommitWriter(db)
+        writer = GroupCommitWriter(db, on_commit=telemetry.commit if telemetry is not None else None)
         http = HttpClient(settings.egress)
         await http.start()
-        runtime = cls(settings, db, writer, http, lock)
+        runtime = cls(settings, db, writer, http, lock, telemetry)
         runtime._vault = vault
         return runtime
 
