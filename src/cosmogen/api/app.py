@@ -16,6 +16,8 @@ from fastapi import FastAPI
 from cosmogen import __version__
 from cosmogen.api import problems
 from cosmogen.api.routes import health, me
+from cosmogen.api.routes import runs as run_routes
+from cosmogen.api.routes import universes as universe_routes
 from cosmogen.api.security import Authenticator
 from cosmogen.api.webhooks import webhook_routes
 from cosmogen.runtime.scheduler import Scheduler
@@ -58,4 +60,6 @@ def create_app(open_runtime: Callable[[], Awaitable[Runtime]]) -> FastAPI:
     problems.install(app)
     app.include_router(health.router)
     app.include_router(me.router)
+    app.include_router(universe_routes.router)
+    app.include_router(run_routes.router)
     return app
