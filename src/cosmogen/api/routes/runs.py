@@ -104,7 +104,7 @@ class RunDetail(Strict):
     trace: Any
     nodes: Any
     outputs: Any
-    calls: list[dict[str, Any]]
+    effects: list[dict[str, Any]]  # the calls it made: node, binding, method, url, effect status
     created_at: str
     finished_at: str | None
 
@@ -356,6 +356,7 @@ async def get_run(run_id: str, request: Request, caller: Viewer) -> RunDetail:
     universe_id, version_id, launch_id = await read(request, fetch)
     db = runtime_of(request).db
     data = await asyncio.to_thread(report, db, run_id)
+    data["effects"] = data.pop("calls")
     return RunDetail(**data, universe_id=universe_id, version_id=version_id, launch_id=launch_id)
 
 
