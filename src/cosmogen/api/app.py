@@ -16,6 +16,7 @@ from fastapi import FastAPI
 from cosmogen import __version__
 from cosmogen.api import problems
 from cosmogen.api.routes import health, me
+from cosmogen.api.routes import launches as launch_routes
 from cosmogen.api.routes import runs as run_routes
 from cosmogen.api.routes import universes as universe_routes
 from cosmogen.api.security import Authenticator
@@ -62,4 +63,5 @@ def create_app(open_runtime: Callable[[], Awaitable[Runtime]]) -> FastAPI:
     app.include_router(me.router)
     app.include_router(universe_routes.router)
     app.include_router(run_routes.router)
+    app.include_router(launch_routes.router)
     return app

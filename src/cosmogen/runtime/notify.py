@@ -2,7 +2,8 @@
 
 A notification is delivered when (and only if) its transaction commits, so a listener that is told
 "run R has events up to seq N" can read them at once. On SQLite there is one runtime process per data
-directory, so there is nobody to tell: `publish` does nothing and readers poll.
+directory, so there is nobody else to tell: `publish` hands the notification to the group-commit
+writer's in-process subscribers after the commit (store/writer.py `signal`; nothing when none listen).
 
 Channels:
 - `cosmogen_run_events`, payload `<run id>:<last seq>`: new events in a run's log;
@@ -18,6 +19,8 @@ from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 
 from sqlalchemy import Connection, text
+
+from cosmogen.store.writer import signal
 
 log = logging.getLogger(__name__)
 
@@ -36,6 +39,8 @@ class Notification:
 def publish(conn: Connection, channel: str, payload: str) -> None:
     if conn.dialect.name == "postgresql":
         conn.execute(_NOTIFY, {"channel": channel, "payload": payload})
+    else:
+        signal(conn, Notification(channel, payload))
 
 
 async def listen(

@@ -38,6 +38,18 @@ log = logging.getLogger(__name__)
 
 DEFAULT_MAX_BATCH = 512
 
+# Key in the writer connection's `info`: the signals of the transaction in progress, or None when nobody
+# in this process subscribed (then `signal` costs one dict lookup).
+_SIGNALS = "cosmogen.commit_signals"
+
+
+def signal(conn: Connection, item: Any) -> None:
+    """Hand `item` to the writer's commit subscribers once the current transaction commits (dropped if it
+    rolls back). Nothing happens when `conn` is not a writer's or nobody subscribed."""
+    pending = conn.info.get(_SIGNALS)
+    if pending is not None:
+        pending.append(item)
+
 
 class WriterClosed(RuntimeError):
     """The writer was closed (or its thread died) before this write was accepted."""
@@ -73,6 +85,8 @@ class GroupCommitWriter:
         self.batched_writes = 0  # write functions whose result was committed
         self.failed_writes = 0  # write functions that raised (their caller got the exception)
         self.largest_batch = 0
+        # Called in the writer thread after each commit with that transaction's signals (`signal`).
+        self._subscribers: list[Callable[[list[Any]], None]] = []
         # The connection is opened here rather than in the thread so a dead database fails the
         # constructor, not some later caller.
         self._conn = db.engine.connect()
@@ -106,6 +120,18 @@ class GroupCommitWriter:
             self._cond.notify()
         if threading.current_thread() is not self._thread:  # a write function closing us must not self-join
             self._thread.join(timeout)
+
+    def subscribe_commits(self, callback: Callable[[list[Any]], None]) -> Callable[[], None]:
+        """Call `callback(signals)` in the writer thread after every commit that carried signals; it must
+        be quick and must not raise (hand the work to another thread or loop). Returns the unsubscriber."""
+        with self._cond:
+            self._subscribers = [*self._subscribers, callback]
+
+        def unsubscribe() -> None:
+            with self._cond:
+                self._subscribers = [s for s in self._subscribers if s is not callback]
+
+        return unsubscribe
 
     @property
     def closed(self) -> bool:
@@ -198,6 +224,10 @@ class GroupCommitWriter:
         re-runs them too) until the queue is empty or the batch reaches max_batch.
         """
         transaction = self._conn.begin()
+        # Reset at every begin, so a rolled-back transaction's signals are never delivered.
+        subscribers = self._subscribers
+        signals: list[Any] | None = [] if subscribers else None
+        self._conn.info[_SIGNALS] = signals
         results: list[Any] = []
         try:
             while len(results) < len(jobs):
@@ -218,6 +248,12 @@ class GroupCommitWriter:
                     "lost the database connection during COMMIT: these writes may or may not be committed"
                 ) from exc
             raise
+        if signals:
+            for callback in subscribers:
+                try:
+                    callback(signals)
+                except Exception:  # a subscriber's bug must not fail writes that are already committed
+                    log.exception("a commit subscriber failed")
         return results
 
     def _rollback(self, transaction: RootTransaction) -> None:

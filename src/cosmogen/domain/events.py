@@ -1,0 +1,93 @@
+"""The live event stream's vocabulary: a typed, versioned envelope around a stored run event, what a
+client subscribed to, and the resume cursor.
+
+The cursor is the event's global id (`run_events.id`): one number covers a workspace-wide stream (a
+per-run `seq` would need one number per run). Ids are handed out in insert order; the feed delivers them
+in id order and waits for a hole below a newer id to fill (another process's transaction still
+committing) before passing it, so a client resuming `after=<last id it saw>` misses nothing and gets
+nothing twice. Payloads are sent as stored: they are scrubbed before they are stored (runtime/executor).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+VERSION = 1
+MAX_ID_LENGTH = 200  # longer universe/run ids are not ours: refuse before any lookup
+
+
+class BadSubscription(ValueError):
+    """The query string does not describe a subscription; the message says what to change."""
+
+
+@dataclass(frozen=True, slots=True)
+class Envelope:
+    id: int  # the resume cursor
+    type: str  # as journalled: run.started, node.succeeded, effect.waiting, account.error, ...
+    workspace: str
+    universe: str
+    run: str
+    seq: int  # the event's place in its run (gap-free per run)
+    at: datetime  # when the journal wrote it
+    data: Mapping[str, Any]
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "v": VERSION,
+            "id": self.id,
+            "type": self.type,
+            "workspace": self.workspace,
+            "universe": self.universe,
+            "run": self.run,
+            "seq": self.seq,
+            "at": self.at.isoformat(),
+            "data": dict(self.data),
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class Subscription:
+    """Events of one workspace, optionally narrowed to one universe or one run."""
+
+    workspace: str
+    universe: str | None = None
+    run: str | None = None
+
+    def matches(self, event: Envelope) -> bool:
+        return (
+            event.workspace == self.workspace
+            and (self.universe is None or event.universe == self.universe)
+            and (self.run is None or event.run == self.run)
+        )
+
+
+def parse_cursor(raw: str | None) -> int | None:
+    """`after` (or SSE's Last-Event-ID): the id of the last event the client has; None = only new ones."""
+    if raw is None or raw == "":
+        return None
+    if not raw.isascii() or not raw.isdigit() or len(raw) > 19:
+        raise BadSubscription(
+            "`after` must be the `id` of the last event you received (a whole number >= 0); "
+            "send 0 for everything kept, or leave it out for new events only"
+        )
+    return int(raw)
+
+
+def parse_subscription(workspace: str, params: Mapping[str, str]) -> tuple[Subscription, int | None]:
+    """The subscription and cursor a query string asks for (`universe=`, `run=`, `after=`)."""
+    unknown = sorted(set(params) - {"universe", "run", "after", "ticket"})
+    if unknown:
+        raise BadSubscription(
+            f"unknown query parameter(s) {', '.join(unknown)[:100]}; use universe, run, after or ticket"
+        )
+    universe = params.get("universe") or None
+    run = params.get("run") or None
+    if universe is not None and run is not None:
+        raise BadSubscription("subscribe to a universe or to a run, not both")
+    for name, value in (("universe", universe), ("run", run)):
+        if value is not None and (len(value) > MAX_ID_LENGTH or not value.isprintable()):
+            raise BadSubscription(f"`{name}` is not an id of ours; copy it from the API or the CLI")
+    return Subscription(workspace, universe, run), parse_cursor(params.get("after"))
