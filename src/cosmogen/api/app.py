@@ -8,6 +8,7 @@ pages are off (they load scripts from a CDN, which the studio's CSP forbids).
 from __future__ import annotations
 
 import asyncio
+import os
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 
@@ -15,12 +16,14 @@ from fastapi import FastAPI
 
 from cosmogen import __version__
 from cosmogen.api import problems
-from cosmogen.api.routes import health, me
+from cosmogen.api.routes import events, health, me
 from cosmogen.api.routes import launches as launch_routes
 from cosmogen.api.routes import runs as run_routes
 from cosmogen.api.routes import universes as universe_routes
 from cosmogen.api.security import Authenticator
 from cosmogen.api.webhooks import webhook_routes
+from cosmogen.api.ws import EventStreams
+from cosmogen.runtime.feed import EventFeed
 from cosmogen.runtime.scheduler import Scheduler
 from cosmogen.runtime.service import Runtime
 from cosmogen.store.tables import utcnow
@@ -42,6 +45,11 @@ def create_app(open_runtime: Callable[[], Awaitable[Runtime]]) -> FastAPI:
         app.router.routes.extend(
             webhook_routes(runtime.db, runtime.writer, runtime.start_run, clock, runtime.open_vault)
         )
+        feed = EventFeed(runtime.db, runtime.writer, database_url=runtime.settings.database_url)
+        await feed.start()
+        runtime.on_close(feed.close)
+        origins = EventStreams.parse_origins(os.environ.get("COSMOGEN_ALLOWED_ORIGINS"))
+        app.state.event_streams = EventStreams(feed, app.state.auth, runtime.db, clock, origins)
         scheduler = Scheduler(runtime.db, runtime.writer, runtime.start_run, clock)
         ticking = asyncio.create_task(scheduler.run_forever(), name="scheduler")
         try:
@@ -61,6 +69,7 @@ def create_app(open_runtime: Callable[[], Awaitable[Runtime]]) -> FastAPI:
     problems.install(app)
     app.include_router(health.router)
     app.include_router(me.router)
+    app.include_router(events.router)
     app.include_router(universe_routes.router)
     app.include_router(run_routes.router)
     app.include_router(launch_routes.router)
