@@ -15,7 +15,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from cosmogen import __version__
-from cosmogen.api import problems
+from cosmogen.api import audit, problems
 from cosmogen.api.routes import events, health, me
 from cosmogen.api.routes import launches as launch_routes
 from cosmogen.api.routes import runs as run_routes
@@ -69,6 +69,9 @@ def create_app(open_runtime: Callable[[], Awaitable[Runtime]]) -> FastAPI:
     problems.install(app)
     app.include_router(health.router)
     app.include_router(me.router)
+    app.include_router(accounts.router)
+    app.include_router(oauth_callback.router)
+    app.include_router(audit.router)
     app.include_router(events.router)
     app.include_router(universe_routes.router)
     app.include_router(run_routes.router)

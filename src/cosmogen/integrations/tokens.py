@@ -68,6 +68,7 @@ from cosmogen.integrations.http import HttpClient
 from cosmogen.integrations.oauth import client_pair, token_call
 from cosmogen.integrations.redact import scrub_values
 from cosmogen.integrations.secret import Secret
+from cosmogen.store.audit import write_audit
 from cosmogen.store.database import SQLITE_BEGIN, Database
 from cosmogen.store.tables import accounts, credentials, utcnow
 
@@ -549,7 +550,18 @@ class TokenManager:
             .where(accounts.c.id == account_id, accounts.c.version == version)
             .values(status="expired", last_error=error)
         )
-        return bool(self._write(lambda conn: conn.execute(stmt).rowcount == 1))
+
+        def write(conn: Connection) -> bool:
+            if conn.execute(stmt).rowcount != 1:
+                return False
+            # The audit trail of a lost grant, in the same transaction (ids and codes only, never a token).
+            workspace = conn.execute(select(accounts.c.workspace_id).where(accounts.c.id == account_id))
+            details = {"code": error.get("code"), "action": error.get("action")}
+            write_audit(conn, workspace_id=str(workspace.scalar_one()), action="account.needs_reauth",
+                        object_type="account", object_id=account_id, details=details)  # fmt: skip
+            return True
+
+        return bool(self._write(write))
 
     def _record_failure(self, stored: Stored, effect: RefusalEffect, reason: str) -> None:
         now = self._now()

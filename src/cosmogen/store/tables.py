@@ -547,3 +547,20 @@ api_tokens = Table(
     Index(None, "user_id"),
     CheckConstraint(_in("role", ROLES), name="role"),
 )
+
+audit_log = Table(
+    "audit_log",
+    metadata,
+    # Who did what to which object (migration 0014). details: JSON without secrets (names, statuses,
+    # field names, never a value). actor_user_id NULL: the system itself (a lost OAuth grant).
+    Column("id", Text, primary_key=True),
+    Column("workspace_id", Text, nullable=False),
+    Column("actor_user_id", Text, nullable=True),
+    Column("actor_credential_id", Text, nullable=True),  # the API token or session it came through
+    Column("action", Text, nullable=False),  # e.g. account.create, account.connect, account.needs_reauth
+    Column("object_type", Text, nullable=False),
+    Column("object_id", Text, nullable=True),
+    Column("at", UTCDateTime(), nullable=False, default=utcnow),
+    Column("details", json_type(), nullable=False),
+    Index(None, "workspace_id", "at"),
+)
