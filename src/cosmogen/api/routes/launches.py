@@ -324,5 +324,5 @@ async def run_launch(launch_id: str, body: ManualRunIn, request: Request, caller
         return run_id, record
 
     return await create_run(
-        request, caller, f"POST /launches/{launch_id}/runs", body.model_dump(mode="json"), creator
+        request, caller, f"POST /launches/{launch_id}/runs", await request.json(), creator
     )

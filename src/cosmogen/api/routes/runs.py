@@ -271,7 +271,8 @@ async def start_run(body: RunIn, request: Request, caller: Editor) -> JSONRespon
         )(conn)  # fmt: skip
         return run_id, record
 
-    return await create_run(request, caller, "POST /runs", body.model_dump(mode="json"), creator)
+    # The fingerprint is of the body as sent (canonical JSON), as the draft says.
+    return await create_run(request, caller, "POST /runs", await request.json(), creator)
 
 
 @router.get("/runs", response_model=RunPage, summary="Runs, newest first, with filters")
