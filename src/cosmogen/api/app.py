@@ -18,6 +18,7 @@ from cosmogen import __version__
 from cosmogen.api import audit, problems
 from cosmogen.api.routes import events, health, me
 from cosmogen.api.routes import launches as launch_routes
+from cosmogen.api.routes import metrics as metrics_routes
 from cosmogen.api.routes import runs as run_routes
 from cosmogen.api.routes import universes as universe_routes
 from cosmogen.api.security import Authenticator
@@ -69,6 +70,7 @@ def create_app(open_runtime: Callable[[], Awaitable[Runtime]]) -> FastAPI:
     problems.install(app)
     app.include_router(health.router)
     app.include_router(me.router)
+    app.include_router(metrics_routes.router)
     app.include_router(accounts.router)
     app.include_router(oauth_callback.router)
     app.include_router(audit.router)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import sys
 
@@ -14,6 +15,10 @@ from cosmogen.integrations.vault import VaultError
 from cosmogen.runtime.ownership import DataDirBusy
 from cosmogen.runtime.service import Runtime, UnsafeDatabase, check_vault_keys
 from cosmogen.settings import Settings, SettingsError
+from cosmogen.telemetry.logging import LogSettingError, LogSettings, configure_logging
+from cosmogen.telemetry.metrics import Metrics, MetricsSettingError, metrics_public
+
+log = logging.getLogger(__name__)
 
 
 @click.command("serve")
@@ -39,15 +44,18 @@ def serve_command(
         settings = Settings.from_env(
             os.environ, data_dir=data_dir, database_url=database_url, host=host, port=port, sandbox=sandbox
         )
-    except SettingsError as exc:
+        logs = LogSettings.from_env(os.environ)
+        metrics = Metrics(public=metrics_public(os.environ))  # this process's registry, served at /metrics
+    except (SettingsError, LogSettingError, MetricsSettingError) as exc:
         click.echo(f"error: {exc}", err=True)
         sys.exit(EXIT_INVALID)
+    configure_logging(logs.level, json=logs.json)
 
     async def open_runtime() -> Runtime:
         try:
             if settings.sandbox:
-                return await _open_with_sandbox(settings)
-            return await Runtime.open(settings.runtime(), vault_at_start=True)
+                return await _open_with_sandbox(settings, metrics)
+            return await Runtime.open(settings.runtime(), vault_at_start=True, telemetry=metrics)
         except DataDirBusy as exc:
             click.echo(f"error: {exc}; stop it first, or use another --data-dir", err=True)
             raise SystemExit(EXIT_INVALID) from None
@@ -62,14 +70,14 @@ def serve_command(
         sys.exit(EXIT_INVALID)
     app = create_app(open_runtime)
     where = "PostgreSQL" if settings.database_url else settings.data_dir
-    click.echo(
-        f"cosmogen serving on http://{settings.host}:{settings.port} (data: {where})",
-        err=True,
+    log.info("cosmogen serving on http://%s:%s (data: %s)", settings.host, settings.port, where)
+    # log_config=None: uvicorn's loggers go through the root handler configured above (JSON, redacted).
+    uvicorn.run(
+        app, host=settings.host, port=settings.port, log_level="warning", lifespan="on", log_config=None
     )
-    uvicorn.run(app, host=settings.host, port=settings.port, log_level="warning", lifespan="on")
 
 
-async def _open_with_sandbox(settings: Settings) -> Runtime:
+async def _open_with_sandbox(settings: Settings, metrics: Metrics) -> Runtime:
     """The runtime with the provider simulator beside it and the sandbox accounts pointing at it."""
     from dataclasses import replace
 
@@ -83,7 +91,9 @@ async def _open_with_sandbox(settings: Settings) -> Runtime:
     # other services on loopback included.
     opened = runtime_settings.egress.with_endpoint("127.0.0.1", sim.port)
     try:
-        runtime = await Runtime.open(replace(runtime_settings, egress=opened), vault_at_start=True)
+        runtime = await Runtime.open(
+            replace(runtime_settings, egress=opened), vault_at_start=True, telemetry=metrics
+        )
     except BaseException:
         await sim.close()
         raise
@@ -93,8 +103,6 @@ async def _open_with_sandbox(settings: Settings) -> Runtime:
         sandbox.install(runtime.open_vault(), runtime.settings.workspace, wanted)
     )
     kept = ", ".join(names) or "none (they were removed; a fresh data directory brings them back)"
-    click.echo(
-        f"sandbox: provider simulator on {sim.url} (not the real providers); sandbox accounts: {kept}",
-        err=True,
-    )
+    shown = "sandbox: provider simulator on %s (not the real providers); sandbox accounts: %s"
+    log.info(shown, sim.url, kept)
     return runtime

@@ -8,6 +8,7 @@ missing heartbeats and its runs resume on another; a schedule tick fires once ho
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import signal
 import sys
@@ -21,6 +22,9 @@ from cosmogen.runtime.scheduler import Scheduler
 from cosmogen.runtime.service import NeedsPostgres, Runtime, UnsafeDatabase
 from cosmogen.settings import Settings, SettingsError
 from cosmogen.store.tables import utcnow
+from cosmogen.telemetry.logging import LogSettingError, LogSettings, configure_logging
+
+log = logging.getLogger(__name__)
 
 
 @click.command("worker")
@@ -46,9 +50,11 @@ def worker_command(
     """Run queued runs from PostgreSQL until stopped (SIGTERM or Ctrl-C stops it gracefully)."""
     try:
         settings = Settings.from_env(os.environ, database_url=database_url)
-    except SettingsError as exc:
+        logs = LogSettings.from_env(os.environ)
+    except (SettingsError, LogSettingError) as exc:
         click.echo(f"error: {exc}", err=True)
         sys.exit(EXIT_INVALID)
+    configure_logging(logs.level, json=logs.json)
     if not settings.database_url:
         click.echo(
             "error: cosmogen worker needs PostgreSQL: pass --database-url or set COSMOGEN_DATABASE_URL "
@@ -76,11 +82,9 @@ async def _work(settings: Settings, options: WorkerOptions, *, scheduler: bool) 
         if scheduler:
             ticks = Scheduler(runtime.db, runtime.writer, runtime.start_run, utcnow)
             ticking = asyncio.create_task(ticks.run_forever(), name="scheduler")
-        click.echo(
-            f"cosmogen worker {runtime.worker_id} taking runs (concurrency {options.concurrency})", err=True
-        )
+        log.info("cosmogen worker %s taking runs (concurrency %d)", runtime.worker_id, options.concurrency)
         await stop.wait()
-        click.echo("cosmogen worker stopping: runs park at their next node", err=True)
+        log.info("cosmogen worker stopping: runs park at their next node")
     finally:
         if ticking is not None:
             ticking.cancel()

@@ -129,8 +129,11 @@ class TokenManager:
         now: Callable[[], datetime] = utcnow,
         jitter: Callable[[], float] = random.random,
         owner: str | None = None,
+        on_refresh: Callable[[str, str], None] | None = None,
     ) -> None:
         self._db = db
+        # Told (provider, outcome) after each grant sent: `ok` or the refusal's kind (telemetry/hooks.py).
+        self._on_refresh = on_refresh
         self._vault = vault
         self._http = http
         self._registry = registry or default_registry()
@@ -340,6 +343,8 @@ class TokenManager:
         assert stored.refresh is not None
         form = {"grant_type": "refresh_token", "refresh_token": stored.refresh.reveal()}
         answer = await token_call(self._http, config, stored.client_secret, form, self._now)
+        if self._on_refresh is not None:
+            self._on_refresh(stored.provider, answer.kind.value if isinstance(answer, TokenRefusal) else "ok")
         if isinstance(answer, TokenRefusal):
             return answer
         return await asyncio.to_thread(self._commit, stored, answer)

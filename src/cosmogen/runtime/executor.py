@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import os
 import signal
 import time
@@ -66,6 +67,9 @@ from cosmogen.integrations.retry import repeatable
 from cosmogen.runtime import journal
 from cosmogen.runtime.journal import EffectRecord, EventLog, RunRecord
 from cosmogen.store import Database, GroupCommitWriter, repos
+from cosmogen.telemetry.hooks import Hooks, status_class
+
+logger = logging.getLogger(__name__)  # `log` is a run's event log in this module
 
 # The key under which a run started by a launch carries the launch's config: in its initial state, then
 # in `state.run` (and so in every checkpoint), like retry details. No column: the config rides with the run.
@@ -124,6 +128,9 @@ class _CallSpec:
     scrub: Callable[[str], str] | None = None
     # The shared rate limit every attempt of this call (retries too) takes a token from.
     limit: Limit | None = None
+    # Metric labels: the provider and capability (a plain HTTP binding is "http" for both).
+    provider: str = "http"
+    capability: str = "http"
 
 
 @dataclass
@@ -163,6 +170,8 @@ class Executor:
     limiter: RateLimiter | None = None
     workspace: str = "default"
     provider_timeout_s: float = 60.0
+    # Metrics (telemetry/hooks.py): no-ops unless the composition root hands in a `Metrics`.
+    telemetry: Hooks = field(default_factory=Hooks)
     _plans: OrderedDict[str, Plan] = field(default_factory=OrderedDict)
 
     async def execute(
@@ -204,7 +213,7 @@ class Executor:
             await self.writer.write(
                 journal.transition(run_id, RunStatus.FAILED, log, error=refused, attempt=record.attempt)
             )
-            return RunStatus.FAILED
+            return self._stopped(RunStatus.FAILED, started)
         verbose = False
         if launch is not None:
             log.level = launch.telemetry_level
@@ -232,6 +241,7 @@ class Executor:
         index = record.cursor
         since_checkpoint = 0
         while index < len(plan.steps):
+            node_began = time.perf_counter()
             step = plan.steps[index]
             outside = None if entry is None else entry.skip_reason(step.id)
             # Outside the entry scope a node is not applied and its bindings never run (not even `always`).
@@ -244,7 +254,7 @@ class Executor:
                             run_id, RunStatus.NEEDS_ATTENTION, log, error=stop.error, attempt=record.attempt
                         )
                     )
-                    return RunStatus.NEEDS_ATTENTION
+                    return self._stopped(RunStatus.NEEDS_ATTENTION, started)
                 outcome = stop
             results.append(_result_row(step, index, outcome, state))
             shown: dict[str, Any] = {"output": redact_body(state.outputs.get(step.id))} if run.verbose else {}
@@ -252,6 +262,7 @@ class Executor:
                 "node.finished", node=step.id, status=outcome.status, reason=outcome.reason or None, **shown
             )
             self.on_node(run_id, step.id)
+            self.telemetry.node_finished(time.perf_counter() - node_began)
             index += 1
             since_checkpoint += 1
             last = index == len(plan.steps)
@@ -272,7 +283,7 @@ class Executor:
                     log.add("run.requested", action=action)
                     log.add(f"run.{target.value}", at_node=index)
                     await self.writer.write(journal.transition(run_id, target, log, attempt=record.attempt))
-                    return target
+                    return self._stopped(target, started)
                 if parking:
                     # Graceful shutdown: the checkpoint is committed; queued again, the next process
                     # resumes here without recomputing or asking anyone about a call.
@@ -280,7 +291,7 @@ class Executor:
                     await self.writer.write(
                         journal.transition(run_id, RunStatus.QUEUED, log, attempt=record.attempt)
                     )
-                    return RunStatus.QUEUED
+                    return self._stopped(RunStatus.QUEUED, started)
         final = RunStatus.SUCCEEDED if state.status == "succeeded" else RunStatus.FAILED
         summary = {
             "status": "success" if final is RunStatus.SUCCEEDED else "error",
@@ -296,6 +307,11 @@ class Executor:
             else None
         )
         log.add(f"run.{final.value}", paradoxes=len(state.paradoxes))
+        if error is not None:  # for operators; node ids and messages are user text, the JSON log escapes it
+            logger.debug(
+                "run %s failed at node %s: %s", run_id, error["node"], error["message"],
+                extra={"run_id": run_id, "node": error["node"], "error_code": error["code"]},
+            )  # fmt: skip
         self._maybe_crash("before-finish")
         await self.writer.write(
             journal.transition(
@@ -310,7 +326,7 @@ class Executor:
                 attempt=record.attempt,
             )
         )
-        return final
+        return self._stopped(final, started)
 
     # --- bindings ---------------------------------------------------------------------------------
 
@@ -418,6 +434,8 @@ class Executor:
                 not capability.writes or wanted.idempotency_header is not None,
                 scrub=connection.scrub,
                 limit=connection.limit,
+                provider=provider.id,
+                capability=capability.id,
             )
             answer = await self._effect(run, step, spec, request)
             if isinstance(answer, _Stop):
@@ -564,6 +582,9 @@ class Executor:
         shown_waits: list[asyncio.Task[None]] = []
 
         def on_wait(wait: Wait) -> None:
+            self.telemetry.rate_limit_wait(
+                spec.provider, "retry_after" if wait.blocked else "rate_limit", wait.seconds
+            )
             # Long waits are written down at once (runs.waiting plus an event), so a run held by a shared
             # rate limit or a 429's Retry-After says so instead of looking stuck.
             if wait.seconds < WAIT_SHOWN_S:
@@ -575,6 +596,7 @@ class Executor:
             write = self.writer.write(journal.set_waiting(run.record.id, waiting, log))
             shown_waits.append(asyncio.ensure_future(write))
 
+        began = time.perf_counter()
         try:
             throttle = (
                 Throttle.for_limit(self.limiter, spec.limit, on_wait)
@@ -597,9 +619,14 @@ class Executor:
             # decides, as after a crash during the call (DUR-12).
             can_repeat = repeatable(request.method, spec.key_header is not None) or spec.safe_to_repeat
             status = "ambiguous" if exc.kind in ("timeout", "disconnect") and not can_repeat else "failed"
+            shown_status = status_class(exc.status, exc.kind)
         else:
             result = {"status": response.status, "body": response.body, "attempts": response.attempts}
             status = "succeeded"
+            shown_status = status_class(response.status)
+        self.telemetry.call_finished(
+            spec.provider, spec.capability, shown_status, time.perf_counter() - began, result["attempts"]
+        )
         if spec.scrub is not None:
             result = _scrubbed(result, spec.scrub)  # a provider may echo the credential it was sent
         self._maybe_crash("after-call")
@@ -635,6 +662,11 @@ class Executor:
         return result
 
     # --- helpers ----------------------------------------------------------------------------------
+
+    def _stopped(self, status: RunStatus, started: float) -> RunStatus:
+        """The executor stops working on the run with `status` (metrics hear of it)."""
+        self.telemetry.run_finished(status.value, time.perf_counter() - started)
+        return status
 
     def _plan_for(self, version_id: str) -> Plan:
         """The cached plan, reading the version only on a miss."""

@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
+import time
 from collections import deque
 from collections.abc import Callable
 from concurrent.futures import Future
@@ -73,7 +74,14 @@ class _Job:
 class GroupCommitWriter:
     """The single writer of one database. Thread-safe; usable from threads and from asyncio code."""
 
-    def __init__(self, db: Database, *, max_batch: int = DEFAULT_MAX_BATCH, name: str = "cosmogen-writer"):
+    def __init__(
+        self,
+        db: Database,
+        *,
+        max_batch: int = DEFAULT_MAX_BATCH,
+        name: str = "cosmogen-writer",
+        on_commit: Callable[[float, int], None] | None = None,
+    ):
         if max_batch < 1:
             raise ValueError("max_batch must be at least 1")
         self._max_batch = max_batch
@@ -85,6 +93,8 @@ class GroupCommitWriter:
         self.batched_writes = 0  # write functions whose result was committed
         self.failed_writes = 0  # write functions that raised (their caller got the exception)
         self.largest_batch = 0
+        # Told (seconds, writes) after each batch commit, on the writer thread (telemetry/hooks.py).
+        self._on_commit = on_commit
         # Called in the writer thread after each commit with that transaction's signals (`signal`).
         self._subscribers: list[Callable[[list[Any]], None]] = []
         # The connection is opened here rather than in the thread so a dead database fails the
@@ -178,6 +188,7 @@ class GroupCommitWriter:
             self._conn.close()
 
     def _commit_batch(self, batch: list[_Job], *, may_reconnect: bool = True) -> None:
+        began = time.perf_counter()
         try:
             results = self._transaction(batch, top_up=True)
         except CommitOutcomeUnknown as exc:
@@ -203,6 +214,11 @@ class GroupCommitWriter:
         self.commits += 1
         self.batched_writes += len(batch)
         self.largest_batch = max(self.largest_batch, len(batch))
+        if self._on_commit is not None:
+            try:
+                self._on_commit(time.perf_counter() - began, len(batch))
+            except Exception:  # telemetry must never leave callers waiting
+                log.warning("the commit hook failed", exc_info=True)
         for job, result in zip(batch, results, strict=True):
             job.future.set_result(result)
 

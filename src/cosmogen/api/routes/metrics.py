@@ -1,0 +1,35 @@
+"""`GET /metrics`: the Prometheus exposition of this process's metrics (telemetry/metrics.py).
+
+It needs an API token with any role in the workspace, like every other route, unless the operator set
+COSMOGEN_METRICS_PUBLIC=1 for a scraper on a private network. Metrics hold no secrets and no names (labels
+are providers, capabilities and status classes), but they do tell how busy the studio is.
+"""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Request
+from starlette.responses import Response
+
+from cosmogen.api.problems import Problem
+from cosmogen.api.security import principal
+from cosmogen.runtime.service import Runtime
+from cosmogen.telemetry.metrics import CONTENT_TYPE, Metrics
+
+router = APIRouter(tags=["operations"])
+
+
+@router.get(
+    "/metrics",
+    summary="Prometheus metrics of this process (an API token, or COSMOGEN_METRICS_PUBLIC=1)",
+    response_class=Response,
+    responses={200: {"content": {CONTENT_TYPE: {}}}},
+)
+async def metrics(request: Request) -> Response:
+    runtime: Runtime = request.app.state.runtime
+    found = runtime.telemetry
+    if not isinstance(found, Metrics):
+        raise Problem(404, "metrics_off", "this process records no metrics",
+                      hint="metrics are recorded by `cosmogen serve`")  # fmt: skip
+    if not found.public:
+        await principal(request)  # any role: 401 without a valid token
+    return Response(found.render(), media_type=CONTENT_TYPE)
