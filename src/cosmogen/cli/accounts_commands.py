@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import click
-from sqlalchemy import delete, select, update
+from sqlalchemy import select
 
 from cosmogen.cli.keys_commands import _fail, _open, _store_options
 from cosmogen.cli.loading import EXIT_FAILED, EXIT_INVALID
@@ -27,6 +27,7 @@ from cosmogen.domain.capabilities import Failure, Provider, Registry, default_re
 from cosmogen.domain.oauth import MIN_STATE_CHARS, OAUTH_SETTING, OAuthError, requested_scopes, state_hash
 from cosmogen.domain.ratelimit import RateLimitSettingsError, account_limits
 from cosmogen.integrations import credentials, keystore
+from cosmogen.integrations.account_admin import remove_account, settle
 from cosmogen.integrations.accounts import probe_account
 from cosmogen.integrations.connections import Connection
 from cosmogen.integrations.http import HttpClient
@@ -50,7 +51,7 @@ from cosmogen.integrations.secret import Secret
 from cosmogen.integrations.vault import Vault, VaultError
 from cosmogen.settings import Settings
 from cosmogen.store import Database, GroupCommitWriter, migrate
-from cosmogen.store.tables import accounts, oauth_flows, oauth_revocations, utcnow
+from cosmogen.store.tables import accounts, utcnow
 from cosmogen.store.tables import credentials as credential_rows
 
 # Which secret field each auth kind stores, and what to call it when asking for it.
@@ -249,10 +250,7 @@ def remove_command(name: str, keep_grant: bool, data_dir: str | None, database_u
                     code=EXIT_FAILED,
                 )
         with db.engine.begin() as conn:
-            conn.execute(delete(credential_rows).where(credential_rows.c.account_id == found.id))
-            conn.execute(delete(oauth_revocations).where(oauth_revocations.c.account_id == found.id))
-            conn.execute(delete(oauth_flows).where(oauth_flows.c.account_id == found.id))
-            conn.execute(delete(accounts).where(accounts.c.id == found.id))
+            remove_account(found.id)(conn)  # the same removal as the accounts API
     finally:
         db.close()
     click.echo(f"removed account {name!r} and its secrets")
@@ -353,16 +351,7 @@ async def _test(
 
 
 def _settle(account_id: str, failure: Failure | None, *, verified: bool) -> Any:
-    def write(conn: Any) -> None:
-        if failure is not None:
-            problem = {"code": failure.code, "message": failure.message, "action": failure.action.value}
-            credentials.set_account_status(account_id, "error", last_error=problem)(conn)
-            return
-        credentials.set_account_status(account_id, "connected")(conn)
-        if verified:
-            conn.execute(update(accounts).where(accounts.c.id == account_id).values(verified_at=utcnow()))
-
-    return write
+    return settle(account_id, failure, verified=verified)  # the same as the accounts API
 
 
 def _settings(raw: str | None, provider: str) -> dict[str, Any]:
