@@ -16,7 +16,9 @@ as the authorization server:
 from __future__ import annotations
 
 import base64
+import html
 import json
+import re
 import secrets
 from collections.abc import Iterator
 from datetime import timedelta
@@ -81,6 +83,12 @@ def forms(value: str) -> list[str]:
     ]  # fmt: skip
 
 
+def refresh_target(page: str) -> str:
+    found = re.search(r'http-equiv="refresh" content="0;url=([^"]+)"', page)
+    assert found is not None, page
+    return html.unescape(found.group(1))
+
+
 def same_origin_path(location: str) -> bool:
     parts = urlsplit(location)
     return (
@@ -122,9 +130,11 @@ def test_oa_callback_route_refusals_redirects_and_no_token_anywhere(
 
     token_calls = sim.counts["oauth.token"]
 
-    # OA-09: replay, missing state, unknown state, expired.
+    # OA-09: replay, missing state, unknown state, expired. The first one goes through the same-site hop.
     _, back = fresh()
-    status, headers, _ = visit(back, admin)
+    page = visit(back, None, accept="text/html")[2]
+    target = refresh_target(page)
+    status, headers, _ = visit(api + target, admin, accept="text/html")
     assert status == 303 and headers["location"] == "/studio"
     assert sim.counts["oauth.token"] == token_calls + 1
     token_calls += 1
@@ -146,7 +156,13 @@ def test_oa_callback_route_refusals_redirects_and_no_token_anywhere(
     # OA-10: no session (flow untouched), another session (refused, state spent), wrong issuer, mix-up.
     _, back = fresh()
     refused(back, None, "unauthenticated", 401)
+    # A browser arrives without its SameSite=Strict cookie (cross-site redirect): a same-origin page
+    # sends it on to the same callback, where a browser without a session is refused (no loop).
     status, page_headers, page = visit(back, None, accept="text/html")
+    assert status == 200 and page_headers["content-type"].startswith("text/html")
+    target = refresh_target(page)
+    assert target.startswith("/oauth/callback/slack?") and "resumed=1" in target
+    status, page_headers, page = visit(api + target, None, accept="text/html")
     assert status == 401 and "<h1>" in page and page_headers["content-type"].startswith("text/html")
     refused(back, other, "other_session")
     refused(back, admin, "state_used")  # one state, one response

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import html
+from urllib.parse import quote, urlencode
 
 from fastapi import APIRouter, Request
 from sqlalchemy import Connection
@@ -32,13 +33,32 @@ router = APIRouter(tags=["accounts"])
 # The callback URL carries the code: no cache may keep it, and no Referer may carry it anywhere.
 _PRIVATE = {"Cache-Control": "no-store", "Referrer-Policy": "no-referrer"}
 _QUERY_KEYS = ("state", "code", "iss", "error", "error_description")
+RESUMED = "resumed"
 _NOT_OURS = frozenset(
     {"missing_state", "unknown_state", "state_used", "expired", "other_session", "already_connected"}
 )
 
 
+def _browser(request: Request) -> bool:
+    return "text/html" in request.headers.get("accept", "")
+
+
+def _resume_same_site(provider: str, query: dict[str, str]) -> Response:
+    """The session cookie is SameSite=Strict, so the provider's cross-site redirect arrives without it.
+    This page sends the browser on to the same callback from our own origin: a same-site navigation,
+    which carries the cookie. `resumed` marks the second visit, so a browser without a session gets the
+    refusal instead of a loop. No script (the CSP forbids inline scripts); nothing is spent here."""
+    target = f"/oauth/callback/{quote(provider[:64], safe='')}?{urlencode({**query, RESUMED: '1'})}"
+    page = (
+        "<!doctype html><meta charset=utf-8><meta name=referrer content=no-referrer>"
+        f'<meta http-equiv="refresh" content="0;url={html.escape(target, quote=True)}">'
+        f'<title>Connecting</title><p><a href="{html.escape(target, quote=True)}">Continue</a></p>'
+    )
+    return HTMLResponse(page, status_code=200, headers=_PRIVATE)
+
+
 def _refused(request: Request, status: int, code: str, message: str) -> Response:
-    if "text/html" in request.headers.get("accept", ""):
+    if _browser(request):
         page = (
             "<!doctype html><meta charset=utf-8><title>Connection refused</title>"
             f"<h1>The account was not connected</h1><p>{html.escape(message)}</p>"
@@ -54,6 +74,9 @@ async def oauth_callback(request: Request, provider: str) -> Response:
     runtime = request.app.state.runtime
     auth: Authenticator = request.app.state.auth
     caller = await asyncio.to_thread(auth.authenticate, request)
+    query = {k: v for k, v in request.query_params.items() if k in _QUERY_KEYS}
+    if caller is None and _browser(request) and RESUMED not in request.query_params:
+        return _resume_same_site(provider, query)
     if caller is None:
         # Nothing is touched: an unauthenticated visit cannot spend someone's state.
         return _refused(
@@ -62,7 +85,6 @@ async def oauth_callback(request: Request, provider: str) -> Response:
             "unauthenticated",
             "sign in in this browser first: a connection completes only in the session that started it",
         )
-    query = {k: v for k, v in request.query_params.items() if k in _QUERY_KEYS}
     response = AuthorizationResponse.from_query(
         query, provider=provider[:64], redirect_uri=callback_url(request, provider[:64])
     )
