@@ -20,6 +20,7 @@ from cosmogen.api.routes import events, health, me
 from cosmogen.api.routes import launches as launch_routes
 from cosmogen.api.routes import metrics as metrics_routes
 from cosmogen.api.routes import runs as run_routes
+from cosmogen.api.routes import universe_metrics as universe_metric_routes
 from cosmogen.api.routes import universes as universe_routes
 from cosmogen.api.security import Authenticator
 from cosmogen.api.webhooks import webhook_routes
@@ -71,6 +72,7 @@ def create_app(open_runtime: Callable[[], Awaitable[Runtime]]) -> FastAPI:
     app.include_router(health.router)
     app.include_router(me.router)
     app.include_router(metrics_routes.router)
+    app.include_router(universe_metric_routes.router)
     app.include_router(accounts.router)
     app.include_router(oauth_callback.router)
     app.include_router(audit.router)
