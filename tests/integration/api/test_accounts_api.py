@@ -61,6 +61,11 @@ def test_api_key_accounts_roles_changes_and_audit(api: str, sim: Simulator, tmp_
     assert status == 422 and refused["code"] == "test_call_refused" and "sk-wrong" not in json.dumps(refused)
     one = call(f"{accounts}/{refused['account_id']}", token=viewer)[2]
     assert one["status"] == "error" and one["last_error"]["action"]
+    fixed = call(
+        f"{accounts}/{one['id']}", "PATCH", token=admin, body={"secrets": {"api_key": DEFAULT_API_KEY}}
+    )
+    assert (fixed[0], fixed[2]["status"], fixed[2]["verified"]) == (200, "connected", True)
+    assert fixed[2]["last_error"] is None and sim.counts["openai.models"] == 3
     cases = [
         ({**body}, 409, "name_taken"),
         ({**body, "name": "x1", "provider": "gmail"}, 422, "unknown_provider"),
@@ -84,10 +89,12 @@ def test_api_key_accounts_roles_changes_and_audit(api: str, sim: Simulator, tmp_
     assert call(account + "/disable", "POST", token=admin)[2]["status"] == "disabled"
     assert call(account + "/disable", "POST", token=admin)[2]["code"] == "already_disabled"
     assert call(account + "/test", "POST", token=admin)[2]["code"] == "disabled"
+    new_key = call(account, "PATCH", token=admin, body={"secrets": {"api_key": DEFAULT_API_KEY}})[2]
+    assert new_key["status"] == "disabled" and sim.counts["openai.models"] == 3  # stays off, not probed
     enabled = call(account + "/enable", "POST", token=admin)[2]
-    assert enabled["status"] == "connected" and sim.counts["openai.models"] == 3  # bad key + enable
+    assert enabled["status"] == "connected" and sim.counts["openai.models"] == 4  # enable checks it
     assert call(account + "/test", "POST", token=admin)[2]["status"] == "connected"
-    assert sim.counts["openai.models"] == 4
+    assert sim.counts["openai.models"] == 5
     assert call(account + "/refresh", "POST", token=admin)[2]["code"] == "not_oauth"
 
     # Another workspace sees none of it (404, the same as a missing id).
@@ -110,7 +117,7 @@ def test_api_key_accounts_roles_changes_and_audit(api: str, sim: Simulator, tmp_
     entries = call(api + "/api/v1/audit?limit=500", token=admin)[2]["entries"]
     mine = [e["action"] for e in reversed(entries) if e["object_id"] == made["id"]]
     assert mine == [
-        "account.create", "account.connect", "account.change", "account.disable",
+        "account.create", "account.connect", "account.change", "account.disable", "account.change",
         "account.connect", "account.connect", "account.remove",
     ]  # fmt: skip
     assert all(e["actor_user_id"] == admin_id for e in entries)

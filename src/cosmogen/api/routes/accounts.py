@@ -484,7 +484,8 @@ async def patch_account(request: Request, caller: Admin, account_id: str, body: 
                 hint="pick another name",
             ) from None
         raise
-    if new_values and row.auth_kind in ("api_key", "basic"):
+    # A new secret is checked (and may fix an account in error); a disabled account stays disabled.
+    if new_values and row.auth_kind in ("api_key", "basic") and row.status != "disabled":
         target = _provider(registry, row.provider)
         base_url = changes.get("base_url", row.base_url)
         failure = await _test_and_settle(
