@@ -218,8 +218,10 @@ class EventFeed:
                 for subscriber in list(self._subscribers):
                     if not subscriber.offer(event):
                         self._subscribers.discard(subscriber)
-            if passed:
-                self._position = passed[-1].id
+                # Moved per event: one who subscribes during the yield below starts right after it.
+                self._position = event.id
+                # Let readers take it, so a page need not fit in one client's buffer.
+                await asyncio.sleep(0)
             if len(passed) < len(events):  # stopped at a hole: look again soon
                 assert self._hole is not None
                 return max(0.005, min(self._poll_s, self._hole[1] + self._gap_wait_s - time.monotonic()))
