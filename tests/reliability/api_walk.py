@@ -110,6 +110,7 @@ CALLS: list[Call] = [
     Call("GET", "/api/v1/versions/{version_id}"),
     Call("GET", "/api/v1/universes/{universe_id}/diff", "?from={version_1}&to={version_id}"),
     Call("GET", "/api/v1/universes/{universe_id}/export", "?version_id={version_1}"),
+    Call("GET", "/api/v1/universes/{universe_id}/metrics"),  # the telemetry helper's, tagged universes
     Call("POST", "/api/v1/validate", body={"document": FAILING}),
     Call("GET", "/api/v1/runs"),
     Call("GET", "/api/v1/runs/{run_id}"),
@@ -132,8 +133,8 @@ CALLS: list[Call] = [
     Call("POST", "/api/v1/launches", body={"version_id": "{version_1}", "live": False}),
     Call("POST", "/api/v1/launches/{launch_id}/pause"),
     Call("POST", "/api/v1/launches/{launch_id}/resume"),
-    Call("POST", "/api/v1/launches/{launch_id}/stop"),
     Call("POST", "/api/v1/launches/{launch_id}/go-live"),
+    Call("POST", "/api/v1/launches/{launch_id}/stop"),
     Call("POST", "/api/v1/launches/{launch_id}/archive"),
     Call("POST", "/api/v1/universes/import", body={"document": "V3"}),
     Call("POST", "/api/v1/universes", body={"document": "V3"}),
