@@ -2,6 +2,8 @@
 (`GET /oauth/callback/{provider}` of `cosmogen serve`, in its own process), with the provider simulator
 as the authorization server:
 
+On SQLite and PostgreSQL.
+
 - OA-09: a replayed response (its state already used), a missing state, an unknown state, an expired
   flow are refused; none causes a token request.
 - OA-10: a response completed by another session (another signed-in credential) is refused and spends
@@ -69,10 +71,14 @@ def sim(monkeypatch: pytest.MonkeyPatch) -> Iterator[Simulator]:
         yield server
 
 
-@pytest.fixture
-def api(tmp_path: Path, sim: Simulator) -> Iterator[str]:
-    with serving(tmp_path, "--no-sandbox") as (url, _):
-        yield url
+@pytest.fixture(params=["sqlite", "postgresql"])
+def served_store(
+    request: pytest.FixtureRequest, tmp_path: Path, sim: Simulator
+) -> Iterator[tuple[str, str | None]]:
+    database_url = request.getfixturevalue("clean_pg_url") if request.param == "postgresql" else None
+    args = ["--no-sandbox"] + (["--database-url", database_url] if database_url else [])
+    with serving(tmp_path, *args) as (url, _):
+        yield url, database_url
 
 
 def forms(value: str) -> list[str]:
@@ -100,11 +106,14 @@ def same_origin_path(location: str) -> bool:
 
 
 def test_oa_callback_route_refusals_redirects_and_no_token_anywhere(
-    api: str, sim: Simulator, tmp_path: Path
+    served_store: tuple[str, str | None], sim: Simulator, tmp_path: Path
 ) -> None:
+    api, database_url = served_store
     data = tmp_path / "cosmogen-data"
-    _, admin = member(data, None, "ada@example.com", Role.ADMIN)
-    _, other = member(data, None, "eve@example.com", Role.ADMIN)  # another session of the same workspace
+    _, admin = member(data, database_url, "ada@example.com", Role.ADMIN)
+    _, other = member(
+        data, database_url, "eve@example.com", Role.ADMIN
+    )  # another session of the same workspace
     client_secret = f"cs-{secrets.token_hex(16)}"
     register(sim, api, client_secret, providers=("slack", "x"))
     seen = Seen()
@@ -144,7 +153,7 @@ def test_oa_callback_route_refusals_redirects_and_no_token_anywhere(
     refused(f"{base}?code={params['code']}&iss={quote(sim.url, safe='')}", admin, "missing_state")
     refused(f"{base}?code={params['code']}&state={'A' * 43}", admin, "unknown_state")
     _, back = fresh()
-    db = open_store(data, None)
+    db = open_store(data, database_url)
     try:
         with db.engine.begin() as conn:
             conn.execute(update(oauth_flows).where(oauth_flows.c.used_at.is_(None))
