@@ -70,7 +70,7 @@ def run(
             "skipped": f"no PostgreSQL URL (pass postgres_url or set {POSTGRES_URL_ENV})"
         }
     else:
-        with _scratch_database(postgres_url) as db:
+        with scratch_database(postgres_url) as db:
             with db.engine.connect() as conn:
                 version = conn.execute(text("SHOW server_version")).scalar_one()
                 sync = conn.execute(text("SHOW synchronous_commit")).scalar_one()
@@ -204,7 +204,7 @@ def _group(writer: GroupCommitWriter, journals: list[_Journal], per_producer: in
 
 
 @contextmanager
-def _scratch_database(server_url: str) -> Iterator[Database]:
+def scratch_database(server_url: str) -> Iterator[Database]:
     """A new database on the server at `server_url`, dropped afterwards, so the bench never touches
     real data and two benches never collide."""
     name = f"cosmogen_bench_{os.getpid()}_{secrets.token_hex(4)}"

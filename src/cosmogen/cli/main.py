@@ -256,13 +256,13 @@ def import_command(file: str, output: str | None) -> None:
 
 
 @cli.command("bench")
-@click.argument("name", type=click.Choice(["chain40", "throughput", "crash", "commit"]))
+@click.argument("name", type=click.Choice(["chain40", "throughput", "crash", "commit", "ratelimit"]))
 @click.option("--json", "as_json", is_flag=True, help="Print the figures as one JSON object.")
 @click.option(
     "--repeat",
     default=None,
     type=int,
-    help="Measured rounds (default: 7, throughput 3); for crash: kills (100).",
+    help="Measured rounds (default: 7, throughput and ratelimit 3); for crash: kills (100).",
 )
 def bench_command(name: str, as_json: bool, repeat: int | None) -> None:
     """Run a benchmark workload from docs/benchmarks.md and print its figures."""
@@ -281,6 +281,11 @@ def bench_command(name: str, as_json: bool, repeat: int | None) -> None:
 
         figures = throughput.run(rounds=repeat or 3)
         text = throughput.describe(figures)
+    elif name == "ratelimit":
+        from cosmogen.bench import ratelimit
+
+        figures = ratelimit.run(rounds=repeat or 3)  # PostgreSQL: COSMOGEN_BENCH_POSTGRES_URL
+        text = ratelimit.describe(figures)
     else:
         import os
 
