@@ -256,7 +256,9 @@ def import_command(file: str, output: str | None) -> None:
 
 
 @cli.command("bench")
-@click.argument("name", type=click.Choice(["chain40", "throughput", "crash", "commit", "ratelimit"]))
+@click.argument(
+    "name", type=click.Choice(["chain40", "throughput", "crash", "commit", "ratelimit", "dashboard"])
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the figures as one JSON object.")
 @click.option(
     "--repeat",
@@ -276,6 +278,11 @@ def bench_command(name: str, as_json: bool, repeat: int | None) -> None:
 
         figures = crash.run(kills=repeat or 100)
         text = crash.describe(figures)
+    elif name == "dashboard":
+        from cosmogen.bench import dashboard
+
+        figures = dashboard.run(rounds=repeat or 3)
+        text = dashboard.describe(figures)
     elif name == "throughput":
         from cosmogen.bench import throughput
 
