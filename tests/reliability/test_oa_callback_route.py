@@ -1,8 +1,6 @@
 """OA-09, OA-10, OA-11 and OA-13 over the server's real browser callback route
 (`GET /oauth/callback/{provider}` of `cosmogen serve`, in its own process), with the provider simulator
-as the authorization server:
-
-On SQLite and PostgreSQL.
+as the authorization server, on SQLite and PostgreSQL:
 
 - OA-09: a replayed response (its state already used), a missing state, an unknown state, an expired
   flow are refused; none causes a token request.
@@ -207,9 +205,13 @@ def test_oa_callback_route_refusals_redirects_and_no_token_anywhere(
     assert visit(ok, admin)[1]["location"] == "/studio/accounts?tab=oauth#x"
 
     # OA-13: the lists, the account pages and the audit the caller can read are shown too.
-    seen.add(
-        call(api + "/api/v1/accounts", token=admin)[2], call(api + "/api/v1/audit?limit=500", token=admin)[2]
-    )
+    audit = call(api + "/api/v1/audit?limit=500", token=admin)[2]
+    seen.add(call(api + "/api/v1/accounts", token=admin)[2], audit)
+    actions = [e["action"] for e in audit["entries"]]
+    # Every start and every connection audited; a refusal only when it was about the account's own flow.
+    assert (actions.count("account.connect_start"), actions.count("account.connect")) == (n, 52)
+    refusals = [e["details"]["code"] for e in audit["entries"] if e["action"] == "account.connect_refused"]
+    assert sorted(refusals) == ["issuer_mismatch", "mix_up"]
     issued = [t for f in sim.oauth.families.values() for t in (*f.access_tokens, *f.refresh_tokens)]
     assert len(issued) >= 2 * 52 and len(seen.texts) > 300
     basic = base64.b64encode(f"studio-app:{client_secret}".encode()).decode()
