@@ -37,7 +37,7 @@ def raw_post(
     url: str, path: str, token: str, body: bytes | Iterator[bytes], length: int | None
 ) -> tuple[int, Any]:
     where = urlsplit(url)
-    conn = http.client.HTTPConnection(where.hostname, where.port, timeout=30)
+    conn = http.client.HTTPConnection(where.hostname or "127.0.0.1", where.port, timeout=30)
     try:
         conn.putrequest("POST", path)
         conn.putheader("Authorization", f"Bearer {token}")
