@@ -22,6 +22,7 @@ from starlette.responses import Response
 
 from cosmogen.api.audit import record
 from cosmogen.api.problems import Problem
+from cosmogen.api.schemas import Strict  # unknown fields are refused (API-04)
 from cosmogen.api.security import Principal, require
 from cosmogen.domain.capabilities import Failure, Provider, Registry
 from cosmogen.domain.oauth import OAUTH_SETTING, OAuthError, requested_scopes
@@ -97,7 +98,7 @@ Secrets = Annotated[
 ]
 
 
-class AccountCreate(BaseModel):
+class AccountCreate(Strict):
     name: str = Field(min_length=1, max_length=100, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
     provider: str = Field(min_length=1, max_length=64)
     auth_kind: Literal["api_key", "basic", "none"] = "api_key"
@@ -108,7 +109,7 @@ class AccountCreate(BaseModel):
     test: bool = Field(default=True, description="Check an API key with the provider's cheap read first")
 
 
-class AccountPatch(BaseModel):
+class AccountPatch(Strict):
     name: str | None = Field(
         default=None, min_length=1, max_length=100, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"
     )
@@ -118,7 +119,7 @@ class AccountPatch(BaseModel):
     secrets: Secrets = Field(default_factory=dict)
 
 
-class OAuthStart(BaseModel):
+class OAuthStart(Strict):
     name: str = Field(min_length=1, max_length=100, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
     provider: str = Field(min_length=1, max_length=64)
     client_id: str = Field(min_length=1, max_length=512)
