@@ -84,12 +84,14 @@ def test_api_key_accounts_roles_changes_and_audit(api: str, sim: Simulator, tmp_
     protected = {"id": "x", "workspace_id": "other", "status": "connected", "verified": True,
                  "created_at": "2020-01-01T00:00:00Z", "owner_id": "u1", "ciphertext": "00",
                  "version": 9, "last_error": None, "scopes": ["admin"]}  # fmt: skip
-    before = call(account, token=admin)[2]
+    untouched = call(account, token=admin)[2]
     for key, value in protected.items():
         for target, method, sent in [(accounts, "POST", {**body, "name": "mass"}), (account, "PATCH", {})]:
             status, _, problem = call(target, method, token=admin, body={**sent, key: value})
             assert status == 422 and problem["errors"][0]["field"].endswith(key), (key, method, problem)
-    assert call(account, token=admin)[2] == before and "mass" not in json.dumps(call(accounts, token=admin))
+    assert call(account, token=admin)[2] == untouched and "mass" not in json.dumps(
+        call(accounts, token=admin)
+    )
 
     # Change: tier and settings; disable (runs refused), enable (probed again), test now.
     account = f"{accounts}/{made['id']}"
