@@ -10,7 +10,9 @@ saves under A's universe's name is B's own.
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
+from typing import Any
 
 from tests.integration.api.helpers import call
 from tests.integration.api.workspaces import member, new_workspace, table_digest
@@ -78,3 +80,59 @@ def test_api02_another_workspace_sees_404_everywhere_and_changes_nothing(tmp_pat
             u for u in call(api + "/universes", token=token_b)[2]["items"] if u["name"] == "failing"
         ]
         assert len(saved_by_b) == 1 and saved_by_b[0]["id"] != a.universe_id
+
+
+def test_api02_a_run_uses_only_its_own_workspace_accounts(tmp_path: Path) -> None:
+    """Serve's sandbox gives workspace default its accounts. The same universe, naming `sandbox-openai`,
+    runs through it in default; in workspace B, which has no such account, the binding is refused before
+    any call: a run never borrows another workspace's credentials."""
+    data = tmp_path / "cosmogen-data"
+    with serving(tmp_path) as (url, _):
+        api = url + "/api/v1"
+        _, token_a = member(data, "a@example.com", Role.EDITOR)
+        workspace_b = new_workspace(data, "B")
+        _, token_b = member(data, "b@example.com", Role.EDITOR, workspace_b)
+        outcomes = {}
+        for who, token in (("a", token_a), ("b", token_b)):
+            saved = call(api + "/universes", "POST", token=token, body={"document": SANDBOX_UNIVERSE})[2]
+            body = {"universe_id": saved["universe"]["id"], "dry_run": False}
+            status, _, run = call(api + "/runs", "POST", token=token, body=body)
+            assert status == 201, run
+            outcomes[who] = settle_report(api, token, run["run_id"])
+        chat_a = outcomes["a"]["outputs"]["ask"]["bindings"]["chat"]
+        assert outcomes["a"]["status"] == "succeeded" and chat_a["output"]["text"], outcomes["a"]
+        chat_b = outcomes["b"]["outputs"]["ask"]["bindings"]["chat"]
+        assert chat_b["error"]["kind"] == "account", chat_b
+        assert not outcomes["b"]["effects"], outcomes["b"]["effects"]  # no call was made for B
+
+
+SANDBOX_UNIVERSE = {
+    "cosmogen": "universe/1",
+    "name": "sandbox demo",
+    "nodes": [
+        {"id": "b", "type": "begin", "entity": "post:1", "properties": {"topic": "launch"}},
+        {"id": "ask", "type": "become", "entity": "post:1", "transform": {"asked": "true"}},
+    ],
+    "edges": [{"source": "b", "target": "ask"}],
+    "bindings": [
+        {
+            "id": "chat",
+            "node": "ask",
+            "kind": "provider",
+            "capability": "openai.chat",
+            "account": "sandbox-openai",
+            "settings": {"prompt": "Write about {{ topic }}", "max_tokens": 20},
+        }
+    ],
+}
+
+
+def settle_report(api: str, token: str, run_id: str) -> dict[str, Any]:
+    deadline = time.monotonic() + 60
+    while True:
+        status, _, run = call(api + f"/runs/{run_id}", token=token)
+        assert status == 200, run
+        if run["status"] not in ("queued", "running"):
+            return dict(run)
+        assert time.monotonic() < deadline
+        time.sleep(0.05)

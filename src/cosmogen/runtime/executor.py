@@ -21,7 +21,7 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import Connection
+from sqlalchemy import Connection, select
 
 from cosmogen.domain.bindings import CompiledBinding, RenderedRequest
 from cosmogen.domain.capabilities import (
@@ -67,6 +67,7 @@ from cosmogen.integrations.retry import repeatable
 from cosmogen.runtime import journal
 from cosmogen.runtime.journal import EffectRecord, EventLog, RunRecord
 from cosmogen.store import Database, GroupCommitWriter, repos
+from cosmogen.store.tables import universes
 from cosmogen.telemetry.hooks import Hooks, status_class
 
 logger = logging.getLogger(__name__)  # `log` is a run's event log in this module
@@ -379,6 +380,14 @@ class Executor:
                 return fail_node(state, step, message, "binding-failed", f"bindings.{binding.id}")
         return state.outcomes[step.id]
 
+    def _workspace_of(self, universe_id: str) -> str:
+        """The run's own workspace (its universe's): the only one whose accounts it may use, whatever
+        workspace this process serves by default (API-02)."""
+        with self.db.engine.connect() as conn:
+            query = select(universes.c.workspace_id).where(universes.c.id == universe_id)
+            found = conn.execute(query).scalar()
+        return self.workspace if found is None else str(found)
+
     async def _provider_binding(
         self, run: _Run, step: PlanNode, compiled: CompiledBinding, scope: Mapping[str, Any]
     ) -> dict[str, Any] | _Stop:
@@ -408,7 +417,8 @@ class Executor:
             }
             return {"status": None, "output": None, "error": refused}
         try:
-            connection = await self.accounts.connection(self.workspace, account, capability, provider)
+            workspace = await asyncio.to_thread(self._workspace_of, record.universe_id)
+            connection = await self.accounts.connection(workspace, account, capability, provider)
         except AccountUnavailable as exc:
             refused = {"kind": "account", "message": str(exc), "action": exc.action.value, "account": account}
             return {"status": None, "output": None, "error": refused}
