@@ -15,13 +15,14 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from cosmogen import __version__
-from cosmogen.api import audit, problems
+from cosmogen.api import audit, middleware, problems
 from cosmogen.api.routes import events, health, me
 from cosmogen.api.routes import launches as launch_routes
 from cosmogen.api.routes import metrics as metrics_routes
 from cosmogen.api.routes import runs as run_routes
 from cosmogen.api.routes import universe_metrics as universe_metric_routes
 from cosmogen.api.routes import universes as universe_routes
+from cosmogen.api.routes import session, setup, tokens
 from cosmogen.api.security import Authenticator
 from cosmogen.api.webhooks import webhook_routes
 from cosmogen.api.ws import EventStreams
@@ -69,6 +70,10 @@ def create_app(open_runtime: Callable[[], Awaitable[Runtime]]) -> FastAPI:
         redoc_url=None,
     )
     problems.install(app)
+    middleware.install(app)
+    app.include_router(setup.router)
+    app.include_router(session.router)
+    app.include_router(tokens.router)
     app.include_router(health.router)
     app.include_router(me.router)
     app.include_router(metrics_routes.router)

@@ -1,8 +1,11 @@
 """Who is calling, and may they: the one place every route's authentication goes through.
 
 `principal` is a FastAPI dependency: an `Authorization: Bearer cg_...` API token (identity/tokens.py),
-or, once the server's sign-in exists, a session cookie. No credential, a bad one, an expired or revoked
-one: 401, the same answer for each. `require(role)` also checks the caller's role in its workspace (403).
+or the `__Host-cosmogen_session` cookie of a signed-in browser (identity/sessions.py). A request with an
+Authorization header is judged by it alone (never by a cookie beside it). No credential, a bad one, an
+expired or revoked one: 401, the same answer for each. Cookie-authenticated unsafe requests also pass
+the CSRF check (api/middleware.py) before they get here. `require(role)` also checks the caller's role
+in its workspace (403).
 Objects of another workspace are looked up with the principal's workspace id, so they answer 404.
 """
 
@@ -17,9 +20,13 @@ from typing import Literal
 from fastapi import Request
 
 from cosmogen.api.problems import Problem
+from cosmogen.domain.login_throttle import ThrottlePolicy
 from cosmogen.domain.roles import Role
+from cosmogen.identity.passwords import Passwords
+from cosmogen.identity.sessions import COOKIE_NAME, TOUCH_EVERY, SessionPolicy, identify_session, touch
 from cosmogen.identity.tokens import identify
 from cosmogen.store import Database
+from cosmogen.store.writer import WriteFn
 
 UNAUTHENTICATED = Problem(
     401,
@@ -39,29 +46,63 @@ class Principal:
 
 
 class Authenticator:
-    """Turns a request's credential into a Principal. Built once by the composition root."""
+    """Turns a request's credential into a Principal. Built once by the composition root; it also holds
+    the sign-in settings the session routes use (password hashing, timeouts, throttling)."""
 
-    def __init__(self, db: Database, now: Callable[[], datetime]) -> None:
+    def __init__(
+        self,
+        db: Database,
+        now: Callable[[], datetime],
+        *,
+        sessions: SessionPolicy | None = None,
+        throttle: ThrottlePolicy | None = None,
+        passwords: Passwords | None = None,
+    ) -> None:
         self._db = db
         self._now = now
+        self.sessions = sessions or SessionPolicy()
+        self.throttle = throttle or ThrottlePolicy()
+        self.passwords = passwords or Passwords()
+
+    def now(self) -> datetime:
+        return self._now()
 
     def authenticate(self, request: Request) -> Principal | None:
-        header = request.headers.get("authorization", "")
-        scheme, _, token = header.partition(" ")
-        if scheme.lower() == "bearer" and token:
+        found, _ = self.identify(request)
+        return found
+
+    def identify(self, request: Request) -> tuple[Principal | None, WriteFn[None] | None]:
+        """The caller, and a write to run for it (a session's idle clock, moved at most once a minute)."""
+        header = request.headers.get("authorization")
+        if header is not None:
+            scheme, _, token = header.partition(" ")
+            if scheme.lower() != "bearer" or not token:
+                return None, None
             with self._db.engine.connect() as conn:
                 found = identify(conn, token.strip(), self._now())
             if found is None:
-                return None
-            return Principal(found.user_id, found.workspace_id, found.role, "token", found.token_id)
-        return None
+                return None, None
+            return Principal(found.user_id, found.workspace_id, found.role, "token", found.token_id), None
+        cookie = request.cookies.get(COOKIE_NAME)
+        if not cookie:
+            return None, None
+        now = self._now()
+        with self._db.engine.connect() as conn:
+            session = identify_session(conn, cookie, now, self.sessions)
+        if session is None:
+            return None, None
+        caller = Principal(session.user_id, session.workspace_id, session.role, "session", session.session_id)
+        stale = now - session.last_seen_at >= TOUCH_EVERY
+        return caller, touch(session.session_id, now) if stale else None
 
 
 async def principal(request: Request) -> Principal:
     auth: Authenticator = request.app.state.auth
-    found = await asyncio.to_thread(auth.authenticate, request)
+    found, then = await asyncio.to_thread(auth.identify, request)
     if found is None:
         raise UNAUTHENTICATED
+    if then is not None:
+        await request.app.state.runtime.writer.write(then)
     return found
 
 

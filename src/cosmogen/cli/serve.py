@@ -52,6 +52,11 @@ def serve_command(
     configure_logging(logs.level, json=logs.json)
 
     async def open_runtime() -> Runtime:
+        runtime = await _open_runtime()
+        await _offer_setup(runtime, settings)
+        return runtime
+
+    async def _open_runtime() -> Runtime:
         try:
             if settings.sandbox:
                 return await _open_with_sandbox(settings, metrics)
@@ -78,6 +83,20 @@ def serve_command(
         timeout_graceful_shutdown=5,
         ws_max_size=1 << 20,  # a client frame over 1 MiB is closed with 1009 before it is buffered
     )
+
+
+async def _offer_setup(runtime: Runtime, settings: Settings) -> None:
+    """No user yet: print a one-time link to create the owner (a new one at every start until used)."""
+    from cosmogen.identity.setup import issue_setup_token
+    from cosmogen.store.tables import utcnow
+
+    token, write = issue_setup_token(utcnow())
+    if await runtime.writer.write(write):
+        click.echo(
+            f"no owner yet: create one at http://{settings.host}:{settings.port}/setup#token="
+            f"{token.reveal()} (works once; every start until then prints a new link)",
+            err=True,
+        )
 
 
 async def _open_with_sandbox(settings: Settings, metrics: Metrics) -> Runtime:

@@ -548,6 +548,46 @@ api_tokens = Table(
     CheckConstraint(_in("role", ROLES), name="role"),
 )
 
+# --- sign-in: owner setup, sessions, login throttling (identity/setup.py, sessions.py, throttle.py) ---
+
+setup_tokens = Table(
+    "setup_tokens",
+    metadata,
+    # The one-time owner setup link's token (sha256 only); the unused ones are replaced at each start.
+    Column("id", Text, primary_key=True),
+    Column("token_hash", Text, nullable=False),
+    _created(),
+    Column("used_at", UTCDateTime(), nullable=True),
+    UniqueConstraint("token_hash"),
+)
+
+sessions = Table(
+    "sessions",
+    metadata,
+    # A browser session: its id is the cookie value, stored as sha256 only.
+    Column("id", Text, primary_key=True),
+    Column("session_hash", Text, nullable=False),
+    Column("user_id", Text, ForeignKey("users.id", ondelete="CASCADE"), nullable=False),
+    Column("workspace_id", Text, ForeignKey("workspaces.id", ondelete="CASCADE"), nullable=False),
+    _created(),
+    Column("last_seen_at", UTCDateTime(), nullable=False),  # idle timeout
+    Column("expires_at", UTCDateTime(), nullable=False),  # absolute timeout
+    Column("revoked_at", UTCDateTime(), nullable=True),
+    UniqueConstraint("session_hash"),
+    Index(None, "user_id"),
+)
+
+login_throttle = Table(
+    "login_throttle",
+    metadata,
+    # One row per account name ("account:<email>") and per client address ("ip:<address>").
+    Column("key", Text, primary_key=True),
+    Column("failures", Integer, nullable=False),
+    Column("window_start", UTCDateTime(), nullable=False),
+    Column("last_failure_at", UTCDateTime(), nullable=False),
+    Column("locked_until", UTCDateTime(), nullable=True),
+)
+
 audit_log = Table(
     "audit_log",
     metadata,
