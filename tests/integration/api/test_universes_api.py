@@ -11,7 +11,8 @@ from typing import Any
 
 from cosmogen.domain.roles import Role
 from tests.integration.api.helpers import call, member_with_token
-from tests.integration.conftest import EXAMPLES
+from tests.integration.api.workspaces import member
+from tests.integration.conftest import EXAMPLES, serving
 
 Served = tuple[str, subprocess.Popen[str]]
 
@@ -188,3 +189,28 @@ def test_import_converts_a_legacy_universe(served: Served, tmp_path: Path) -> No
     assert status == 201, saved
     exported = call(url + f"/api/v1/universes/{saved['universe']['id']}/export", token=token)[2]
     assert exported["cosmogen"] == "universe/1"
+
+
+def test_on_postgresql_runs_page_and_delete_cascades(tmp_path: Path, clean_pg_url: str) -> None:
+    """The same routes on PostgreSQL (serve runs its own worker): cursors over runs, and the delete that
+    removes runs with their events, effects and node results."""
+    with serving(tmp_path, "--database-url", clean_pg_url) as (url, _):
+        api = url + "/api/v1"
+        _, token = member(clean_pg_url, "ad@example.com", Role.ADMIN)
+        saved = call(api + "/universes", "POST", token=token, body={"document": example("vip.json")})[2]
+        universe_id = saved["universe"]["id"]
+        started = []
+        for _ in range(3):
+            status, _, run = call(api + "/runs", "POST", token=token, body={"universe_id": universe_id})
+            assert status == 201, run
+            started.append(run["run_id"])
+        for run_id in started:
+            assert wait_settled(api, token, run_id)["status"] == "succeeded"
+        first = call(api + "/runs?limit=2", token=token)[2]
+        second = call(api + f"/runs?limit=2&cursor={first['next_cursor']}", token=token)[2]
+        assert [r["id"] for r in first["items"] + second["items"]] == started[::-1]
+        confirm = call(api + f"/universes/{universe_id}", "DELETE", token=token)[2]["confirm_token"]
+        status, _, gone = call(api + f"/universes/{universe_id}?confirm={confirm}", "DELETE", token=token)
+        assert status == 200 and gone["runs_deleted"] == 3
+        assert call(api + "/runs", token=token)[2]["items"] == []
+        assert call(api + "/universes", token=token)[2]["items"] == []
