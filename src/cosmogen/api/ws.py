@@ -220,18 +220,32 @@ async def pump_websocket(
 
     async def send() -> tuple[int, str]:
         nonlocal last_sent
-        checked = time.monotonic()
-        async for item in streams.items(subscriber, after):
-            if item is not None:
-                await websocket.send_text(frame(item))
-                last_sent = item.id
-                if subscriber.overflowed.is_set():
-                    raise Overflow
-            if time.monotonic() - checked >= streams.recheck_s:
-                checked = time.monotonic()
-                if not await streams.still_valid(websocket, caller):
-                    return CLOSE_POLICY, "credential revoked or expired"
-        return CLOSE_INTERNAL, "stream ended"
+        cursor = after
+        while cursor is not None and cursor < subscriber.live_from:
+            page = await streams.feed.backlog(subscriber, cursor)
+            if not page:
+                break
+            for event in page:
+                await websocket.send_text(frame(event))
+                last_sent = cursor = event.id
+        while True:
+            # A bare get (no timeout wrapper) wakes in one loop step; the watch below does the timing.
+            ready = [await subscriber.queue.get()]
+            while not subscriber.queue.empty():
+                ready.append(subscriber.queue.get_nowait())
+            if subscriber.overflowed.is_set():
+                raise Overflow
+            for event in ready:
+                await websocket.send_text(frame(event))
+                last_sent = event.id
+
+    async def watch() -> tuple[int, str]:
+        while True:
+            await asyncio.sleep(streams.recheck_s)
+            if subscriber.overflowed.is_set():  # also while a send to a stalled client hangs
+                raise Overflow
+            if not await streams.still_valid(websocket, caller):
+                return CLOSE_POLICY, "credential revoked or expired"
 
     async def receive() -> tuple[int, str]:
         while True:
@@ -243,7 +257,7 @@ async def pump_websocket(
             if size > MAX_CLIENT_FRAME:
                 return CLOSE_TOO_BIG, "frames are limited to 1 MiB"
 
-    tasks = [asyncio.create_task(send()), asyncio.create_task(receive())]
+    tasks = [asyncio.create_task(send()), asyncio.create_task(receive()), asyncio.create_task(watch())]
     code, reason = CLOSE_INTERNAL, "stream ended"
     try:
         done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)

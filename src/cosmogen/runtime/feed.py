@@ -17,11 +17,11 @@ and told to resume from its cursor.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from collections.abc import Callable, Sequence
-from typing import Any
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, TypeVar
 
 from sqlalchemy import Connection, func, select
 
@@ -32,6 +32,7 @@ from cosmogen.store.tables import run_events, runs, universes
 from cosmogen.store.writer import GroupCommitWriter
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 _COLUMNS = (
     run_events.c.id,
@@ -92,6 +93,10 @@ class Subscriber:
         self.queue: asyncio.Queue[Envelope] = asyncio.Queue(maxsize=buffer)
         self.overflowed = asyncio.Event()
 
+    @property
+    def crowded(self) -> bool:
+        return self.queue.qsize() * 2 >= (self.queue.maxsize or 1)
+
     def offer(self, event: Envelope) -> bool:
         """False once the buffer is full (the client is to be dropped)."""
         if event.id <= self.live_from or not self.subscription.matches(event):
@@ -121,6 +126,9 @@ class EventFeed:
         self._fresh = False  # whether _position is current (SQLite: only while someone listens)
         self._hole: tuple[int, float] | None = None  # (first missing id, when first seen)
         self._wake = asyncio.Event()
+        self._timeout: float | None = None  # the pump's next wait at most (None: poll_s)
+        # Its own thread for reads: the default pool is shared with the runtime and may queue them.
+        self._reader = ThreadPoolExecutor(1, thread_name_prefix="event-feed")
         self._tasks: list[asyncio.Task[None]] = []
         self._unsubscribe_writer: Callable[[], None] | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -146,6 +154,7 @@ class EventFeed:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         self._tasks = []
+        self._reader.shutdown(wait=False, cancel_futures=True)
 
     async def subscribe(self, subscription: Subscription) -> Subscriber:
         if not self._fresh:
@@ -167,7 +176,7 @@ class EventFeed:
 
     async def backlog(self, subscriber: Subscriber, after: int) -> list[Envelope]:
         """One page of the subscriber's events with id in (after, live_from], read from the store."""
-        return await asyncio.to_thread(self._read, after, subscriber.live_from, subscriber.subscription)
+        return await self._in_thread(self._read, after, subscriber.live_from, subscriber.subscription)
 
     # --- inside ----------------------------------------------------------------------------------------
 
@@ -195,16 +204,20 @@ class EventFeed:
             self._wake.set()
 
     async def _pump(self) -> None:
-        timeout = self._poll_s
+        assert self._loop is not None
         while True:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), timeout)
+            # A timer instead of wait_for: a notification then wakes the pump in one loop step, which
+            # matters on a loop busy running runs.
+            timer = self._loop.call_later(self._poll_s if self._timeout is None else self._timeout,
+                                          self._wake.set)  # fmt: skip
+            await self._wake.wait()
+            timer.cancel()
             self._wake.clear()
             try:
-                timeout = await self._advance()
+                self._timeout = await self._advance()
             except Exception:  # a database hiccup: the next wake or poll tries again
                 log.exception("reading new run events for the live stream failed")
-                timeout = self._poll_s
+                self._timeout = None
 
     async def _advance(self) -> float:
         """Dispatch what was committed since the last round; returns how long to wait at most."""
@@ -212,16 +225,18 @@ class EventFeed:
         if not listening and not self.listens_across_processes:
             return self._poll_s
         while True:
-            events = await asyncio.to_thread(self._read, self._position, None, None)
+            events = await self._in_thread(self._read, self._position, None, None)
             passed = self._contiguous(events)
             for event in passed:
+                crowded = False
                 for subscriber in list(self._subscribers):
                     if not subscriber.offer(event):
                         self._subscribers.discard(subscriber)
+                    crowded = crowded or subscriber.crowded
                 # Moved per event: one who subscribes during the yield below starts right after it.
                 self._position = event.id
-                # Let readers take it, so a page need not fit in one client's buffer.
-                await asyncio.sleep(0)
+                if crowded:  # let readers catch up, so a page need not fit in one client's buffer
+                    await asyncio.sleep(0)
             if len(passed) < len(events):  # stopped at a hole: look again soon
                 assert self._hole is not None
                 return max(0.005, min(self._poll_s, self._hole[1] + self._gap_wait_s - time.monotonic()))
@@ -244,6 +259,9 @@ class EventFeed:
         if len(passed) == len(events):
             self._hole = None
         return passed
+
+    async def _in_thread(self, fn: Callable[..., T], *args: Any) -> T:
+        return await asyncio.get_running_loop().run_in_executor(self._reader, fn, *args)
 
     def _read(self, after: int, upto: int | None, subscription: Subscription | None) -> list[Envelope]:
         with self._db.engine.connect() as conn:
