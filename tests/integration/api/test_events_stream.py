@@ -8,10 +8,15 @@ from __future__ import annotations
 
 import asyncio
 import json
+import signal
+import time
 from pathlib import Path
 from typing import Any
 
+import aiohttp
+import pytest
 from websockets.asyncio.client import connect
+from websockets.exceptions import ConnectionClosed
 
 from cosmogen.runtime import journal
 from cosmogen.store.writer import GroupCommitWriter
@@ -159,3 +164,30 @@ def _executors(url: str, run_ids: set[str]) -> dict[str, str]:
             return {r.id: str(r.worker_id) for r in rows}
     finally:
         db.close()
+
+
+def test_serve_stops_with_a_stream_still_open(tmp_path: Path) -> None:
+    """An SSE response never ends by itself; serve cuts it after its 5 s grace instead of waiting forever.
+    An open WebSocket is told 1012 (restarting) at once."""
+    with serving(tmp_path) as (url, process):
+        token = sc.member(tmp_path / "cosmogen-data", "dan@example.com")
+
+        async def scenario() -> tuple[float, int | None]:
+            async with (
+                aiohttp.ClientSession() as session,
+                session.get(url + "/api/v1/events/sse", headers=sc.bearer(token)) as sse,
+                connect(sc.ws_url(url), additional_headers=sc.bearer(token)) as ws,
+            ):
+                assert (await sse.content.readline()).startswith(b"retry:")
+                started = time.monotonic()
+                process.send_signal(signal.SIGTERM)
+                with pytest.raises(ConnectionClosed) as closed:
+                    await asyncio.wait_for(ws.recv(), 10)
+                code = closed.value.rcvd.code if closed.value.rcvd is not None else None
+                while process.poll() is None:
+                    assert time.monotonic() - started < 20, "serve did not stop"
+                    await asyncio.sleep(0.1)
+                return time.monotonic() - started, code
+
+        stopped_after, code = asyncio.run(scenario())
+    assert code == 1012 and stopped_after < 20
