@@ -65,9 +65,14 @@ def _lower(headers: Any) -> dict[str, str]:
     return {k.lower(): v for k, v in headers.items()}
 
 
-def get(url: str, *, token: str | None = None, accept: str | None = None) -> tuple[int, dict[str, str], str]:
-    """A GET that shows redirects instead of following them: (status, headers, body)."""
+def get(
+    url: str, *, token: str | None = None, accept: str | None = None, cookie: str | None = None
+) -> tuple[int, dict[str, str], str]:
+    """A GET that shows redirects instead of following them: (status, headers, body). `cookie`: a
+    session cookie value, sent as a browser would."""
     headers = {"Authorization": f"Bearer {token}"} if token else {}
+    if cookie:
+        headers["Cookie"] = f"__Host-cosmogen_session={cookie}"
     if accept:
         headers["Accept"] = accept
     opener = urllib.request.build_opener(_NoFollow)

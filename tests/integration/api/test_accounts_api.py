@@ -6,8 +6,10 @@ provider binding, disconnected with revocation and removed."""
 
 from __future__ import annotations
 
+import html
 import json
 import os
+import re
 import secrets
 import subprocess
 import sys
@@ -21,6 +23,7 @@ from cosmogen.store.tables import workspaces
 from cosmogen.testing.simulator import DEFAULT_API_KEY, Simulator, ThreadedSimulator
 from tests.integration.api.accounts_helpers import Seen, authorize, get, member, open_store, register, start
 from tests.integration.api.helpers import call
+from tests.integration.api.sessions_support import create_owner, login, member_with_password
 from tests.integration.conftest import ROOT, serving
 
 
@@ -233,3 +236,50 @@ def test_oauth_account_through_the_browser_callback_then_used_refreshed_disconne
         assert [e["action"] for e in entries[:2]] == ["account.remove", "account.disconnect"]
     issued = [t for f in sim.oauth.families.values() for t in (*f.access_tokens, *f.refresh_tokens)]
     assert issued and not [t for t in [*issued, client_secret] for text in seen.texts if t in text]
+
+
+def test_oauth_connect_in_a_signed_in_browser_with_the_session_cookie(sim: Simulator, tmp_path: Path) -> None:
+    """The studio's way: the owner signed in (cookie + CSRF token) starts the flow; the provider's
+    cross-site redirect arrives without the SameSite=Strict cookie, our same-origin page repeats it with
+    the cookie, and only that session completes it."""
+    client_secret = f"cs-{secrets.token_hex(16)}"
+    with serving(tmp_path, "--no-sandbox") as (url, _):
+        owner = create_owner(url, tmp_path / "serve.log")
+        member_with_password(
+            tmp_path / "cosmogen-data", "eve@example.com", "eve's own long passphrase", "admin"
+        )
+        eve = login(url, "eve@example.com", "eve's own long passphrase")
+        register(sim, url, client_secret)
+        oauth = {"authorize_url": f"{sim.url}/oauth/authorize", "token_url": f"{sim.url}/oauth/token",
+                 "revoke_url": f"{sim.url}/oauth/revoke", "issuer": sim.url}  # fmt: skip
+        body = {
+            "name": "team", "provider": "slack", "client_id": "studio-app", "client_secret": client_secret,
+            "settings": {"oauth": oauth}, "base_url": sim.url, "return_to": "/studio/accounts",
+        }  # fmt: skip
+        # A cross-site form cannot start it: the cookie alone, without our CSRF token, is refused.
+        forged = call(url + "/api/v1/accounts/oauth/start", "POST", body=body,
+                      headers={"Cookie": f"__Host-cosmogen_session={owner.cookie}"})  # fmt: skip
+        assert forged[0] == 403
+        status, _, started = owner.call("/api/v1/accounts/oauth/start", "POST", body=body)
+        assert status == 201, started
+        back = authorize(started["authorization_url"])
+
+        # Another signed-in person cannot complete it (and the state is spent).
+        status, _, page = get(back, cookie=eve.cookie)
+        assert status == 400 and json.loads(page)["code"] == "other_session"
+        status, _, started = owner.call("/api/v1/accounts/oauth/start", "POST", body=body)
+        assert status == 201, started
+        back = authorize(started["authorization_url"])
+
+        # The redirect from the provider, without the Strict cookie: a same-origin hop, then with it.
+        status, _, page = get(back, accept="text/html")
+        assert status == 200
+        found = re.search(r'http-equiv="refresh" content="0;url=([^"]+)"', page)
+        assert found is not None
+        status, headers, page = get(
+            url + html.unescape(found.group(1)), accept="text/html", cookie=owner.cookie
+        )
+        assert status == 303 and headers["location"] == "/studio/accounts", page
+        assert owner.call(f"/api/v1/accounts/{started['account_id']}")[2]["status"] == "connected"
+        entries = owner.call("/api/v1/audit")[2]["entries"]
+        assert entries[0]["action"] == "account.connect" and entries[0]["actor_user_id"] is not None
