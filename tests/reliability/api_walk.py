@@ -108,6 +108,7 @@ CALLS: list[Call] = [
     Call("GET", "/api/v1/universes/{universe_id}"),
     Call("GET", "/api/v1/universes/{universe_id}/versions"),
     Call("GET", "/api/v1/versions/{version_id}"),
+    Call("GET", "/api/v1/versions/{version_id}/validation"),
     Call("GET", "/api/v1/universes/{universe_id}/diff", "?from={version_1}&to={version_id}"),
     Call("GET", "/api/v1/universes/{universe_id}/export", "?version_id={version_1}"),
     Call("GET", "/api/v1/universes/{universe_id}/metrics"),  # the telemetry helper's, tagged universes

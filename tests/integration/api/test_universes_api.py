@@ -61,6 +61,8 @@ def test_save_list_versions_diff_export(served: Served, tmp_path: Path) -> None:
     assert status == 200 and [v["number"] for v in versions] == [1, 2]
     assert "document" not in versions[0]
     v1, v2 = versions[0]["id"], versions[1]["id"]
+    status, _, checked = call(api + f"/versions/{v2}/validation", token=token)
+    assert status == 200 and checked["valid"] is True and checked["order"][-1] == "audit"
     status, _, detail = call(api + f"/versions/{v2}", token=token)
     assert status == 200 and detail["document"]["nodes"][-1]["id"] == "audit"
 

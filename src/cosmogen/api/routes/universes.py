@@ -319,6 +319,15 @@ async def get_version(version_id: str, request: Request, caller: Viewer) -> Vers
     return VersionDetail(**version_out(row).model_dump(), document=row.document)
 
 
+@router.get(
+    "/versions/{version_id}/validation", response_model=ValidationOut, summary="A version's diagnostics"
+)
+async def version_validation(version_id: str, request: Request, caller: Viewer) -> ValidationOut:
+    """The validator's findings on a saved version now (warnings survive saving; errors cannot)."""
+    row = await read(request, lambda c: version_row(c, caller.workspace_id, version_id))
+    return _validation(row.document)
+
+
 @router.get("/universes/{universe_id}/diff", response_model=DiffOut, summary="Diff two versions")
 async def diff_versions(
     universe_id: str,
@@ -488,11 +497,15 @@ async def delete_universe(
 
 @router.post("/validate", response_model=ValidationOut, summary="Validate a document; nothing is saved")
 async def validate_document(body: DocumentIn, caller: Viewer) -> ValidationOut:
-    caps = document_size_problems(body.document)
+    return _validation(body.document)
+
+
+def _validation(document: dict[str, Any]) -> ValidationOut:
+    caps = document_size_problems(document)
     if caps:
         return ValidationOut(valid=False, diagnostics=[d.to_json() for d in caps], order=[])
     try:
-        universe, notes = universe_from_raw(parse_json(json.dumps(body.document, allow_nan=True)))
+        universe, notes = universe_from_raw(parse_json(json.dumps(document, allow_nan=True)))
     except DocumentError as exc:
         return ValidationOut(valid=False, diagnostics=[d.to_json() for d in exc.diagnostics], order=[])
     report = validate(universe)
