@@ -179,3 +179,36 @@ def test_frames_over_1_mib_are_closed_with_1009(served: Served, tmp_path: Path) 
 
     code, alive_after_1_mib = asyncio.run(scenario())
     assert alive_after_1_mib and code == 1009
+
+
+@pytest.mark.parametrize("via", ["cookie", "ticket"])
+def test_a_browser_session_opens_the_stream_and_signing_out_closes_it(
+    served: Served, tmp_path: Path, via: str
+) -> None:
+    """A signed-in browser: its session cookie (or a ticket it asked for with it) opens the stream from
+    our own Origin only; signing out closes the open socket within 5 s."""
+    from tests.integration.api.sessions_support import COOKIE, login, member_with_password
+
+    url, _ = served
+    member_with_password(tmp_path / "cosmogen-data", "web@example.com", "a long enough password")
+    browser = login(url, "web@example.com", "a long enough password")
+    cookie = {"Cookie": f"{COOKIE}={browser.cookie}"}
+    ws = sc.ws_url(url)
+
+    async def scenario() -> tuple[int | None, float]:
+        assert await _refused(ws, additional_headers=cookie, origin="https://evil.example") == 403
+        assert await _refused(ws, additional_headers=cookie) == 403  # a cookie but no Origin
+        uri = ws
+        if via == "ticket":
+            status, _, body = await asyncio.to_thread(browser.call, "/api/v1/events/ticket", "POST")
+            assert status == 200, body
+            uri = ws + f"?ticket={body['ticket']}"
+        async with connect(uri, proxy=None, additional_headers=cookie, origin=url) as socket:
+            await asyncio.sleep(1.5)
+            assert socket.close_code is None
+            status, _, _ = await asyncio.to_thread(browser.call, "/api/v1/session", "DELETE")
+            assert status == 204
+            return await _closed_within(socket, 5.0)
+
+    code, after = asyncio.run(scenario())
+    assert code == 1008 and after <= 5.0, (code, after)
