@@ -23,6 +23,7 @@ from tests.integration.api.helpers import call
 from tests.integration.conftest import EXAMPLES, serving
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
+from websockets.typing import Origin
 
 from cosmogen.identity.tokens import revoke_token
 from cosmogen.store.tables import api_tokens, utcnow
@@ -203,7 +204,7 @@ def test_a_browser_session_opens_the_stream_and_signing_out_closes_it(
             status, _, body = await asyncio.to_thread(browser.call, "/api/v1/events/ticket", "POST")
             assert status == 200, body
             uri = ws + f"?ticket={body['ticket']}"
-        async with connect(uri, proxy=None, additional_headers=cookie, origin=url) as socket:
+        async with connect(uri, proxy=None, additional_headers=cookie, origin=Origin(url)) as socket:
             await asyncio.sleep(1.5)
             assert socket.close_code is None
             status, _, _ = await asyncio.to_thread(browser.call, "/api/v1/session", "DELETE")
