@@ -41,6 +41,7 @@ class _Group(click.Group):
                 "restore",
                 "runs",
                 "serve",
+                "tokens",
                 "worker",
             ]
         )
@@ -74,6 +75,10 @@ class _Group(click.Group):
             from cosmogen.cli.backup_commands import restore_command
 
             return restore_command
+        if cmd_name == "tokens":
+            from cosmogen.cli.tokens_commands import tokens_group
+
+            return tokens_group
         if cmd_name == "keys":
             from cosmogen.cli.keys_commands import keys_group
 
