@@ -7,11 +7,13 @@ expired or revoked one: 401, the same answer for each. Cookie-authenticated unsa
 the CSRF check (api/middleware.py) before they get here. `require(role)` also checks the caller's role
 in its workspace (403).
 Objects of another workspace are looked up with the principal's workspace id, so they answer 404.
+Each workspace's authenticated requests are rate limited (429 with Retry-After).
 """
 
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime
@@ -21,6 +23,7 @@ from fastapi import Request
 
 from cosmogen.api.problems import Problem
 from cosmogen.domain.login_throttle import ThrottlePolicy
+from cosmogen.domain.request_rate import Buckets, RatePolicy
 from cosmogen.domain.roles import Role
 from cosmogen.identity.passwords import Passwords
 from cosmogen.identity.sessions import COOKIE_NAME, TOUCH_EVERY, SessionPolicy, identify_session, touch
@@ -101,9 +104,21 @@ async def principal(request: Request) -> Principal:
     found, then = await asyncio.to_thread(auth.identify, request)
     if found is None:
         raise UNAUTHENTICATED
+    _within_rate(request, found.workspace_id)
     if then is not None:
         await request.app.state.runtime.writer.write(then)
     return found
+
+
+def _within_rate(request: Request, workspace_id: str) -> None:
+    """Each workspace's requests share one bucket (domain/request_rate.py), per server process."""
+    buckets: Buckets | None = getattr(request.app.state, "request_rate", None)
+    if buckets is None:  # `cosmogen serve` sets its configured one; anything else gets the default
+        buckets = request.app.state.request_rate = Buckets(RatePolicy())
+    wait = buckets.take(workspace_id, time.monotonic())
+    if wait:
+        raise Problem(429, "rate_limited", "this workspace is making requests faster than its limit",
+                      hint=f"wait {wait} s and slow down", headers={"Retry-After": str(wait)})  # fmt: skip
 
 
 def require(role: Role) -> Callable[[Request], Awaitable[Principal]]:

@@ -11,6 +11,7 @@ import uvicorn
 
 from cosmogen.api.app import create_app
 from cosmogen.cli.loading import EXIT_INVALID
+from cosmogen.domain.request_rate import Buckets, RatePolicy
 from cosmogen.integrations.vault import VaultError
 from cosmogen.runtime.ownership import DataDirBusy
 from cosmogen.runtime.service import Runtime, UnsafeDatabase, check_vault_keys
@@ -36,8 +37,18 @@ log = logging.getLogger(__name__)
     help="Serve the provider simulator on 127.0.0.1 with sandbox accounts that use it "
     "(default: on with SQLite, off with PostgreSQL; $COSMOGEN_SANDBOX).",
 )
+@click.option(
+    "--workspace-requests-per-minute",
+    "per_minute",
+    default=12_000,
+    show_default=True,
+    type=click.IntRange(1, 1_000_000),
+    help="Authenticated API requests a workspace may make a minute (bursts up to a sixth of a minute's "
+    "worth, at least 10); over it: 429 with Retry-After.",
+)
 def serve_command(
-    data_dir: str | None, database_url: str | None, host: str | None, port: int | None, sandbox: bool | None
+    data_dir: str | None, database_url: str | None, host: str | None, port: int | None, sandbox: bool | None,
+    per_minute: int,
 ) -> None:
     """Serve the runtime and its HTTP API; resumes every run a previous process left unfinished."""
     try:
@@ -74,6 +85,7 @@ def serve_command(
         click.echo(f"error: {exc}", err=True)
         sys.exit(EXIT_INVALID)
     app = create_app(open_runtime)
+    app.state.request_rate = Buckets(RatePolicy(per_minute=per_minute, burst=max(10, per_minute // 6)))
     where = "PostgreSQL" if settings.database_url else settings.data_dir
     log.info("cosmogen serving on http://%s:%s (data: %s)", settings.host, settings.port, where)
     # log_config=None: uvicorn's loggers go through the root handler configured above (JSON, redacted).
