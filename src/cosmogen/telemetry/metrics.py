@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Iterator, Mapping
+from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.core import GaugeMetricFamily
@@ -159,10 +160,17 @@ class Metrics(Hooks):
             registry=r,
         )
 
+        # Labelled children, looked up once: `labels()` costs more than the update itself.
+        self._finished: dict[str, Any] = {}
+        self._call_children: dict[tuple[str, str, str], tuple[Any, Any]] = {}
+
     # --- hooks ------------------------------------------------------------------------------------
 
     def run_finished(self, status: str, seconds: float) -> None:
-        self.runs_finished.labels(status).inc()
+        child = self._finished.get(status)
+        if child is None:
+            child = self._finished[status] = self.runs_finished.labels(status)
+        child.inc()
         self.run_seconds.observe(seconds)
 
     def node_finished(self, seconds: float) -> None:
@@ -171,8 +179,15 @@ class Metrics(Hooks):
     def call_finished(
         self, provider: str, capability: str, status: str, seconds: float, attempts: int
     ) -> None:
-        self.calls.labels(provider, capability, status).inc()
-        self.call_seconds.labels(provider, capability).observe(seconds)
+        key = (provider, capability, status)
+        children = self._call_children.get(key)
+        if children is None:
+            children = self._call_children[key] = (
+                self.calls.labels(provider, capability, status),
+                self.call_seconds.labels(provider, capability),
+            )
+        children[0].inc()
+        children[1].observe(seconds)
         if attempts > 1:
             self.retries.labels(provider, capability).inc(attempts - 1)
 

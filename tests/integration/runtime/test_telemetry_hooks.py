@@ -47,7 +47,7 @@ def test_runtime_hooks_feed_the_metrics(vault_settings: RuntimeSettings, sim: Si
     metrics = Metrics()
 
     async def body(runtime: Runtime) -> list[RunStatus]:
-        limit = {"rate_limit": {"requests": 2, "per": "1s", "burst": 1}}
+        limit = {"rate_limit": {"requests": 1, "per": "2s", "burst": 1}}  # run 2's call waits for run 1's
         await connect(runtime, "openai-main", "openai", sim.url, "api_key", DEFAULT_API_KEY, settings=limit)
         # Run 1: a 500 to an unkeyed POST is not retried (it may have happened): the call ends 5xx.
         sim.inject(Fault.server_error(500), "openai.chat")
