@@ -1,10 +1,12 @@
 """API-06: the session lifecycle.
 
 Over real HTTP against `cosmogen serve`: the cookie is `__Host-`, Secure, HttpOnly, Path=/,
-SameSite=Strict (the issue's choice over the matrix's Lax; docs/security.md), carries 256 bits, is
-stored only as its sha256, rotates at login (the cookie sent along with a login is dead after it), dies
-at logout, and disabling the user ends every session at once. On a moved clock, on SQLite and
-PostgreSQL: the idle timeout (12 h) and the absolute timeout (7 d) end a session exactly at their edge.
+SameSite=Strict (the issue's choice over the matrix's Lax; docs/security.md), carries 256 bits, is stored
+only as its sha256, rotates at login (the cookie sent along with a login is dead after it), dies at
+logout, and disabling the user ends every session at once; changing the password (current one needed,
+policy applied, not with an API token) ends every other session and rotates this one. On a moved clock,
+on SQLite and PostgreSQL: the idle timeout (12 h) and the absolute timeout (7 d) end a session exactly at
+their edge.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from pathlib import Path
 
 import pytest
 from sqlalchemy import select
-from tests.integration.api.helpers import call
+from tests.integration.api.helpers import call, member_with_token
 from tests.integration.api.sessions_support import (
     COOKIE,
     OWNER,
@@ -128,3 +130,30 @@ def test_idle_and_absolute_timeouts_on_a_moved_clock(db: Database) -> None:
             sessions.touch(kept, at)(conn)
     assert alive(kept_cookie.reveal(), start + timedelta(days=7) - timedelta(seconds=1))
     assert not alive(kept_cookie.reveal(), start + timedelta(days=7))
+
+
+def test_changing_the_password_ends_every_other_session(tmp_path: Path) -> None:
+    data = tmp_path / "cosmogen-data"
+    with serving(tmp_path) as (url, _):
+        create_owner(url, tmp_path / "serve.log")
+        member_with_password(data, "pat@example.com", "the first passphrase")
+        here = login(url, "pat@example.com", "the first passphrase")
+        elsewhere = login(url, "pat@example.com", "the first passphrase")
+        _, token = member_with_token(data, "bot@example.com", Role.ADMIN)
+        change = {"current_password": "the first passphrase", "new_password": "the second passphrase"}
+        assert call(url + "/api/v1/password", "PUT", token=token, body=change)[0] == 403  # tokens cannot
+        wrong = {**change, "current_password": "not the first one"}
+        status, _, body = here.call("/api/v1/password", "PUT", body=wrong)
+        assert (status, body["code"]) == (403, "wrong_password")
+        status, _, body = here.call("/api/v1/password", "PUT", body={**change, "new_password": "football"})
+        assert status == 422 and "common" in body["detail"]
+        assert here.call("/api/v1/me")[0] == 200 and elsewhere.call("/api/v1/me")[0] == 200
+        status, headers, body = here.call("/api/v1/password", "PUT", body=change)
+        assert status == 200, body
+        renewed = session_cookie(headers)[0]
+        assert here.call("/api/v1/me")[0] == 401 and elsewhere.call("/api/v1/me")[0] == 401
+        assert call(url + "/api/v1/me", headers={"Cookie": f"{COOKIE}={renewed}"})[0] == 200
+        old = {"email": "pat@example.com", "password": "the first passphrase"}
+        assert call(url + "/api/v1/session", "POST", body=old)[0] == 401
+        login(url, "pat@example.com", "the second passphrase")
+    assert "the second passphrase" not in (tmp_path / "serve.log").read_text()

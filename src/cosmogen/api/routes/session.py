@@ -5,7 +5,8 @@ password is verified against a dummy hash when there is no user, so it costs the
 per account name and per client address (identity/throttle.py): a throttled attempt answers 429 with
 Retry-After and is not checked at all. Every attempt is logged with its outcome, never the password.
 A success sets a new session cookie (the one sent along, if any, is ended: rotation at login) and
-returns the CSRF token for unsafe requests.
+returns the CSRF token for unsafe requests. `PUT /api/v1/password` changes the password (the current one
+is needed, and counts towards the throttle) and ends every session of the user but the new one.
 """
 
 from __future__ import annotations
@@ -18,11 +19,12 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Request, Response
 from pydantic import BaseModel, Field
-from sqlalchemy import select
+from sqlalchemy import Connection, select
 
 from cosmogen.api.problems import Problem
 from cosmogen.api.security import Authenticator, Principal, principal
 from cosmogen.identity import sessions, throttle
+from cosmogen.identity.passwords import PasswordRejected, check_policy
 from cosmogen.identity.users import IdentityError, normalise_email
 from cosmogen.store.tables import memberships, users
 
@@ -83,6 +85,18 @@ def _account(request: Request, email: str) -> Any:
         ).first()  # fmt: skip
 
 
+def _wait_seconds(runtime: Any, keys: list[str], now: datetime) -> int:
+    """Whole seconds these throttle keys must still wait (0: go on)."""
+    with runtime.db.engine.connect() as conn:
+        wait = throttle.wait_for(conn, keys, now)
+    return max(1, math.ceil(wait.total_seconds())) if wait.total_seconds() > 0 else 0
+
+
+def _too_many(seconds: int) -> Problem:
+    return Problem(429, "too_many_attempts", "too many failed sign-ins; wait before trying again",
+                   hint=f"try again in {seconds} seconds", headers={"Retry-After": str(seconds)})  # fmt: skip
+
+
 @router.post("/session", response_model=SessionInfo, summary="Sign in with email and password")
 async def login(body: Login, request: Request, response: Response) -> SessionInfo:
     auth: Authenticator = request.app.state.auth
@@ -94,15 +108,10 @@ async def login(body: Login, request: Request, response: Response) -> SessionInf
         email = body.email.strip().lower()[:254]
     keys = [throttle.account_key(email), throttle.ip_key(address)]
     now = auth.now()
-    with runtime.db.engine.connect() as conn:
-        wait = throttle.wait_for(conn, keys, now)
-    if wait.total_seconds() > 0:
-        seconds = max(1, math.ceil(wait.total_seconds()))
+    seconds = _wait_seconds(runtime, keys, now)
+    if seconds:
         log.warning("login throttled for %s from %s (retry in %d s)", email, address, seconds)
-        raise Problem(
-            429, "too_many_attempts", "too many failed sign-ins; wait before trying again",
-            hint=f"try again in {seconds} seconds", headers={"Retry-After": str(seconds)},
-        )  # fmt: skip
+        raise _too_many(seconds)
     found = await asyncio.to_thread(_account, request, email)
     stored = found.password_hash if found is not None else None
     matches = await asyncio.to_thread(auth.passwords.verify, stored, body.password)
@@ -143,3 +152,51 @@ async def logout(request: Request, caller: Annotated[Principal, Depends(principa
     response = Response(status_code=204)
     response.delete_cookie(sessions.COOKIE_NAME, path="/", secure=True, httponly=True, samesite="strict")
     return response
+
+
+class PasswordChange(BaseModel):
+    current_password: str = Field(max_length=1024)
+    new_password: str = Field(max_length=1024)
+
+
+@router.put("/password", response_model=SessionInfo, summary="Change your password (signed-in browser)")
+async def change_password(
+    body: PasswordChange,
+    request: Request,
+    response: Response,
+    caller: Annotated[Principal, Depends(principal)],
+) -> SessionInfo:
+    """Needs the current password; ends every session of the user and signs this browser in anew."""
+    auth: Authenticator = request.app.state.auth
+    runtime = request.app.state.runtime
+    if caller.via != "session":
+        detail = "a password is changed from a signed-in browser, not with an API token"
+        raise Problem(403, "forbidden", detail, hint="sign in at the studio and change it there")
+    with runtime.db.engine.connect() as conn:
+        row = conn.execute(
+            select(users.c.email, users.c.password_hash).where(users.c.id == caller.user_id)
+        ).one()
+    keys = [throttle.account_key(row.email), throttle.ip_key(client_address(request))]
+    now = auth.now()
+    seconds = _wait_seconds(runtime, keys, now)
+    if seconds:
+        raise _too_many(seconds)
+    if not await asyncio.to_thread(auth.passwords.verify, row.password_hash, body.current_password):
+        await runtime.writer.write(throttle.record_failure(auth.throttle, keys[0], keys[1], now))
+        log.warning("password change refused for %s: wrong current password", row.email)
+        raise Problem(
+            403, "wrong_password", "the current password is wrong", hint="type your current password"
+        )
+    try:
+        check_policy(body.new_password, email=row.email)
+    except PasswordRejected as exc:
+        raise Problem(422, "invalid", str(exc), hint="choose another password") from None
+    hashed = await asyncio.to_thread(auth.passwords.hash, body.new_password)
+
+    def write(conn: Connection) -> None:
+        sessions.set_password_hash(caller.user_id, hashed, now)(conn)
+        sessions.end_user_sessions(conn, caller.user_id, now)
+
+    await runtime.writer.write(write)
+    log.warning("password changed for %s; all their sessions ended", row.email)
+    return await open_session(request, response, auth, caller.user_id, caller.workspace_id, caller.role.value)
