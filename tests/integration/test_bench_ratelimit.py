@@ -30,6 +30,7 @@ def test_w3_measures_both_configurations_and_cleans_up(tmp_path: Path) -> None:
         assert only["calls"] == 12 + only["status_429"]
         assert only["elapsed_s"] > 0 and 0 < only["first_call_s"] < only["all_done_s"]
         assert only["max_in_1s"] <= only["calls"]
+        assert 0 <= only["burst_spread_s"] <= only["elapsed_s"]  # first to 10th call
         assert d["elapsed_s"]["median"] == only["elapsed_s"]
     assert "2 `cosmogen worker` processes" in figures["postgresql"]["setting"]
     text_out = ratelimit.describe(figures)
