@@ -22,7 +22,7 @@ from cosmogen.api.routes import metrics as metrics_routes
 from cosmogen.api.routes import runs as run_routes
 from cosmogen.api.routes import universe_metrics as universe_metric_routes
 from cosmogen.api.routes import universes as universe_routes
-from cosmogen.api.routes import session, setup, tokens
+from cosmogen.api.routes import members, session, setup, tokens
 from cosmogen.api.security import Authenticator
 from cosmogen.api.webhooks import webhook_routes
 from cosmogen.api.ws import EventStreams
@@ -74,6 +74,7 @@ def create_app(open_runtime: Callable[[], Awaitable[Runtime]]) -> FastAPI:
     app.include_router(setup.router)
     app.include_router(session.router)
     app.include_router(tokens.router)
+    app.include_router(members.router)
     app.include_router(health.router)
     app.include_router(me.router)
     app.include_router(metrics_routes.router)

@@ -28,7 +28,7 @@ from cosmogen.identity.sessions import COOKIE_NAME, csrf_token
 
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 # Signing in starts a new session, so the one whose token the page may hold can be stale or dead.
-SIGN_IN = frozenset({("POST", "/api/v1/session"), ("POST", "/api/v1/setup")})
+SIGN_IN = frozenset({("POST", "/api/v1/session"), ("POST", "/api/v1/setup"), ("POST", "/api/v1/invite")})
 CSP = (
     "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'; "
     "object-src 'none'; base-uri 'none'; frame-ancestors 'none'; form-action 'self'"

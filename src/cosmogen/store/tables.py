@@ -577,6 +577,20 @@ sessions = Table(
     Index(None, "user_id"),
 )
 
+invites = Table(
+    "invites",
+    metadata,
+    # A one-time link for a new member to set their password (sha256 only).
+    Column("id", Text, primary_key=True),
+    Column("token_hash", Text, nullable=False),
+    Column("user_id", Text, ForeignKey("users.id", ondelete="CASCADE"), nullable=False),
+    Column("workspace_id", Text, ForeignKey("workspaces.id", ondelete="CASCADE"), nullable=False),
+    _created(),
+    Column("expires_at", UTCDateTime(), nullable=False),
+    Column("used_at", UTCDateTime(), nullable=True),
+    UniqueConstraint("token_hash"),
+)
+
 login_throttle = Table(
     "login_throttle",
     metadata,

@@ -4,7 +4,7 @@ Revision ID: 0012
 Revises: 0011
 Create Date: 2026-11-28
 
-Setup tokens and session ids are stored as their sha256 only (like API tokens). Login throttling keeps
+Setup tokens, invites and session ids are stored as their sha256 only (like API tokens). Login throttling keeps
 one row per account name and per client address (identity/throttle.py).
 """
 
@@ -57,6 +57,25 @@ def upgrade() -> None:
     )  # fmt: skip
     op.create_index(op.f("ix_sessions_user_id"), "sessions", ["user_id"])
     op.create_table(
+        "invites",
+        sa.Column("id", sa.Text(), nullable=False),
+        sa.Column("token_hash", sa.Text(), nullable=False),
+        sa.Column("user_id", sa.Text(), nullable=False),
+        sa.Column("workspace_id", sa.Text(), nullable=False),
+        _ts("created_at", False),
+        _ts("expires_at", False),
+        _ts("used_at", True),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_invites")),
+        sa.UniqueConstraint("token_hash", name=op.f("uq_invites_token_hash")),
+        sa.ForeignKeyConstraint(
+            ["user_id"], ["users.id"], name=op.f("fk_invites_user_id_users"), ondelete="CASCADE"
+        ),
+        sa.ForeignKeyConstraint(
+            ["workspace_id"], ["workspaces.id"], name=op.f("fk_invites_workspace_id_workspaces"),
+            ondelete="CASCADE",
+        ),
+    )  # fmt: skip
+    op.create_table(
         "login_throttle",
         sa.Column("key", sa.Text(), nullable=False),
         sa.Column("failures", sa.Integer(), nullable=False),
@@ -69,6 +88,7 @@ def upgrade() -> None:
 
 def downgrade() -> None:
     op.drop_table("login_throttle")
+    op.drop_table("invites")
     op.drop_index(op.f("ix_sessions_user_id"), table_name="sessions")
     op.drop_table("sessions")
     op.drop_table("setup_tokens")
