@@ -78,7 +78,12 @@ async def _work(settings: Settings, options: WorkerOptions, *, scheduler: bool) 
     runtime = await Runtime.open(settings.runtime(), vault_at_start=True)
     ticking: asyncio.Task[None] | None = None
     try:
+        registered = await asyncio.to_thread(_registered_workers, runtime)
         await runtime.start_worker(options)
+        # "taking runs" once the queue knows this worker (procrastinate registers it in a task of its own).
+        deadline = loop.time() + 5
+        while loop.time() < deadline and await asyncio.to_thread(_registered_workers, runtime) <= registered:
+            await asyncio.sleep(0.02)
         if scheduler:
             ticks = Scheduler(runtime.db, runtime.writer, runtime.start_run, utcnow)
             ticking = asyncio.create_task(ticks.run_forever(), name="scheduler")
@@ -90,3 +95,8 @@ async def _work(settings: Settings, options: WorkerOptions, *, scheduler: bool) 
             ticking.cancel()
             await asyncio.gather(ticking, return_exceptions=True)
         await runtime.close(drain_s=options.shutdown_s)
+
+
+def _registered_workers(runtime: Runtime) -> int:
+    with runtime.db.engine.connect() as conn:
+        return int(conn.exec_driver_sql("SELECT count(*) FROM procrastinate_workers").scalar() or 0)

@@ -13,7 +13,8 @@
   hold secrets keep them in `Secret` and out of messages in the first place (LEAK-01).
 
 Some libraries are kept at WARNING whatever the level: `sqlalchemy.engine` (its INFO is every statement
-with its parameters), and the access logs of uvicorn and aiohttp (request lines with query strings).
+with its parameters), and the access logs of uvicorn and aiohttp (request lines with query strings);
+`procrastinate` (a line per queued run) speaks below WARNING only at DEBUG.
 """
 
 from __future__ import annotations
@@ -31,6 +32,8 @@ MASK = "***"
 _LEVELS = ("debug", "info", "warning", "error", "critical")
 _FORMATS = ("json", "text")
 _QUIET = ("sqlalchemy.engine", "uvicorn.access", "aiohttp.access")
+# Chatty at INFO (a line per queue job, i.e. per run): shown at DEBUG only.
+_QUIET_UNLESS_DEBUG = ("procrastinate",)
 # Attributes every LogRecord has; anything else on a record came from `extra=` and is a field of its own.
 _STANDARD = frozenset(logging.LogRecord("", 0, "", 0, "", None, None).__dict__) | {"message", "asctime"}
 
@@ -171,4 +174,6 @@ def configure_logging(level: str = "info", *, json: bool = True, stream: TextIO 
     root.setLevel(level.upper())
     for name in _QUIET:
         logging.getLogger(name).setLevel(max(logging.WARNING, root.level))
+    for name in _QUIET_UNLESS_DEBUG:
+        logging.getLogger(name).setLevel(root.level if root.level <= logging.DEBUG else logging.WARNING)
     logging.captureWarnings(True)
