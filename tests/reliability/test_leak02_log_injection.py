@@ -2,8 +2,8 @@
 `cosmogen serve`'s log (a run that fails at such a node logs its id and message at DEBUG), and every line
 the process writes to stderr parses as one JSON object: the injected text stays inside its own record's
 strings, whole, and no forged record appears. The same serve at DEBUG logs no secret: the canaries
-(cosmogen.testing.canaries) sent as inputs and as a Graph-style `access_token` in a query string appear in
-no form, and that URL is logged as `access_token=***` (LEAK-01 for serve's own log lines).
+(cosmogen.testing.canaries) sent as the run's inputs appear in no form, in the log or in /metrics (LEAK-01
+for serve's own log lines and its metrics).
 
 Real processes: `cosmogen serve` (SQLite) and the `cosmogen run` CLI handing it the runs."""
 
@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 from tests.integration import conftest as cli_fixtures
-from tests.integration.api.helpers import member_with_token
+from tests.integration.api.helpers import call, member_with_token
 from tests.integration.conftest import CLI, serving
 
 from cosmogen.domain.roles import Role
@@ -61,13 +61,15 @@ def test_leak02_injected_text_stays_inside_one_json_record(
 ) -> None:
     canaries = mint()
     assert cosmogen("accounts", "list", "--json").returncode == 0  # the store exists, with its schema
-    member_with_token(tmp_path / "cosmogen-data", "ops@example.com", Role.ADMIN)  # no setup link printed
+    _, token = member_with_token(tmp_path / "cosmogen-data", "ops@example.com", Role.ADMIN)  # no setup link
     monkeypatch.setenv("COSMOGEN_LOG_LEVEL", "debug")
     universe = tmp_path / "leak02.json"
     universe.write_text(json.dumps(_universe()))
-    with serving(tmp_path, "--no-sandbox"):
+    with serving(tmp_path, "--no-sandbox") as (url, _):
         ran = _run(cosmogen, universe, {"note": INPUT, **canaries})
+        status, _, metrics = call(url + "/metrics", token=token)
     assert ran["status"] == "failed", ran
+    assert status == 200 and 'cosmogen_runs_finished_total{status="failed"} 1.0' in metrics
 
     lines = (tmp_path / "serve.log").read_bytes().split(b"\n")
     assert lines[-1] == b""  # every record ends its line
@@ -86,3 +88,4 @@ def test_leak02_injected_text_stays_inside_one_json_record(
     assert b"\x1b" not in raw and b"\r" not in raw  # escapes reach no terminal
     needles = {name: value.encode() for name, value in canaries.items()}
     assert hits(raw, needles, substrings=True) == []
+    assert hits(metrics.encode(), needles, substrings=True) == []
