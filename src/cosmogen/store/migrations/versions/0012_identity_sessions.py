@@ -4,8 +4,8 @@ Revision ID: 0012
 Revises: 0011
 Create Date: 2026-11-28
 
-Setup tokens, invites and session ids are stored as their sha256 only (like API tokens). Login throttling keeps
-one row per account name and per client address (identity/throttle.py).
+Setup tokens, invites and session ids are stored as their sha256 only (like API tokens). Login
+throttling keeps one row per account name and per client address (identity/throttle.py).
 """
 
 from __future__ import annotations
