@@ -47,7 +47,11 @@ log = logging.getLogger(__name__)
     "worth, at least 10); over it: 429 with Retry-After.",
 )
 def serve_command(
-    data_dir: str | None, database_url: str | None, host: str | None, port: int | None, sandbox: bool | None,
+    data_dir: str | None,
+    database_url: str | None,
+    host: str | None,
+    port: int | None,
+    sandbox: bool | None,
     per_minute: int,
 ) -> None:
     """Serve the runtime and its HTTP API; resumes every run a previous process left unfinished."""
