@@ -16,13 +16,12 @@ from fastapi import FastAPI
 
 from cosmogen import __version__
 from cosmogen.api import audit, middleware, problems
-from cosmogen.api.routes import events, health, me
+from cosmogen.api.routes import accounts, events, health, me, members, oauth_callback, session, setup, tokens
 from cosmogen.api.routes import launches as launch_routes
 from cosmogen.api.routes import metrics as metrics_routes
 from cosmogen.api.routes import runs as run_routes
 from cosmogen.api.routes import universe_metrics as universe_metric_routes
 from cosmogen.api.routes import universes as universe_routes
-from cosmogen.api.routes import members, session, setup, tokens
 from cosmogen.api.security import Authenticator
 from cosmogen.api.webhooks import webhook_routes
 from cosmogen.api.ws import EventStreams
@@ -77,12 +76,12 @@ def create_app(open_runtime: Callable[[], Awaitable[Runtime]]) -> FastAPI:
     app.include_router(members.router)
     app.include_router(health.router)
     app.include_router(me.router)
+    app.include_router(events.router)
     app.include_router(metrics_routes.router)
     app.include_router(universe_metric_routes.router)
     app.include_router(accounts.router)
     app.include_router(oauth_callback.router)
     app.include_router(audit.router)
-    app.include_router(events.router)
     app.include_router(universe_routes.router)
     app.include_router(run_routes.router)
     app.include_router(launch_routes.router)
