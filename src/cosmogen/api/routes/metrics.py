@@ -7,6 +7,8 @@ are providers, capabilities and status classes), but they do tell how busy the s
 
 from __future__ import annotations
 
+import asyncio
+
 from fastapi import APIRouter, Request
 from starlette.responses import Response
 
@@ -32,4 +34,5 @@ async def metrics(request: Request) -> Response:
                       hint="metrics are recorded by `cosmogen serve`")  # fmt: skip
     if not found.public:
         await principal(request)  # any role: 401 without a valid token
-    return Response(found.render(), media_type=CONTENT_TYPE)
+    # Off the event loop: the scrape counts runs in the database.
+    return Response(await asyncio.to_thread(found.render), media_type=CONTENT_TYPE)
