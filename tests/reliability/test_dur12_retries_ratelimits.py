@@ -223,7 +223,13 @@ def test_100_runs_share_the_limit_obey_retry_after_and_never_resend_an_unkeyed_p
             chats = await asyncio.gather(*(start(runtime, chat) for _ in range(RUNS - 1)))
             unkeyed = await start(runtime, post)
 
-            await asyncio.sleep(3.0)  # mid-way: what the waiting runs say about themselves
+            # Mid-way (20 calls in, past the first 429): what the waiting runs say about themselves. Waited
+            # for by event, not for a virtual duration: the loop cannot see the writer thread, so virtual
+            # time may jump while runs wait for a commit. Every write queued so far is committed once a
+            # write queued after them is (FIFO batches).
+            while len(sim.log.select("openai.chat")) < 20:
+                await asyncio.sleep(0.05)
+            await runtime.writer.write(lambda _conn: None)
             with runtime.db.engine.connect() as conn:
                 rows = conn.execute(select(runs.c.id, runs.c.waiting).where(runs.c.id.in_(chats))).all()
             waiting_mid = [row.waiting for row in rows if row.waiting]

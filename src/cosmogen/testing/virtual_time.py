@@ -6,7 +6,10 @@ callbacks, sockets with data, work in an executor thread (`run_in_executor`, `as
 for `grace_s` of real time after the loop went idle (for what the loop cannot see: a commit by the
 group-commit writer thread, a PostgreSQL round trip). Only then does it jump to the next timer. So
 every `asyncio.sleep`, `wait_for` and aiohttp timeout of the code under test takes no real time, and
-two things that happen in the same real instant happen at the same virtual time.
+two things that happen in the same real instant happen at the same virtual time. Unseen work that
+takes longer than the grace lets time jump meanwhile, as if the database were that slow: a test should
+wait for an event (a request seen, a status reached), not for a virtual duration, before it looks at
+what runs have committed.
 
 Code that reads a clock of its own must read this one: pass `VirtualTimeLoop.epoch` (seconds since the
 epoch) or `loop.time` (monotonic) where it takes a clock (RateLimiter, Simulator, HttpClient.now).
