@@ -94,7 +94,12 @@ def serve_command(
     log.info("cosmogen serving on http://%s:%s (data: %s)", settings.host, settings.port, where)
     # log_config=None: uvicorn's loggers go through the root handler configured above (JSON, redacted).
     uvicorn.run(
-        app, host=settings.host, port=settings.port, log_level="warning", lifespan="on", log_config=None,
+        app,
+        host=settings.host,
+        port=settings.port,
+        log_level="warning",
+        lifespan="on",
+        log_config=None,
         # An open event stream (SSE) never ends by itself: give requests 5 s, then stop (runs drain after).
         timeout_graceful_shutdown=5,
         ws_max_size=1 << 20,  # a client frame over 1 MiB is closed with 1009 before it is buffered

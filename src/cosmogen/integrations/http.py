@@ -207,11 +207,15 @@ class HttpClient:
         key_header: str | None = None,
         throttle: Throttle | None = None,
         retry: RetryPolicy | None = None,
+        safe_to_repeat: bool = False,
     ) -> HttpResponse:
         """Send with the retry policy (the client's, or `retry` for this call: the OAuth token manager
-        passes one with no retries because it backs off itself). With a `throttle`, every attempt (retries
-        too) first takes a token of its key, and a 429 that says until when (Retry-After,
-        x-ratelimit-reset) blocks the key for every process before this call's own retry waits.
+        passes one with no retries because it backs off itself). A request is repeated after a timeout
+        or a 5xx only when that is safe: an idempotent method, an idempotency key, or `safe_to_repeat`
+        (the caller knows the call only reads, e.g. a chat completion sent as a POST). With a
+        `throttle`, every attempt (retries too) first takes a token of its key, and a 429 that says until
+        when (Retry-After, x-ratelimit-reset) blocks the key for every process before this call's own
+        retry waits.
 
         A body goes out as JSON, or form-encoded when the request's Content-Type says
         application/x-www-form-urlencoded (OAuth token and revocation endpoints). Redirects are followed
@@ -225,7 +229,7 @@ class HttpClient:
         headers = dict(request.headers)
         if key_header and idempotency_key:
             headers[key_header] = idempotency_key
-        can_repeat = repeatable(request.method, bool(key_header and idempotency_key))
+        can_repeat = safe_to_repeat or repeatable(request.method, bool(key_header and idempotency_key))
         first = _Hop(target, request.method.upper(), headers, request.body)
         policy = retry or self.retry
         started = time.perf_counter()

@@ -614,7 +614,11 @@ class Executor:
                 else None
             )
             response = await self.http.send(
-                request, idempotency_key=key, key_header=spec.key_header, throttle=throttle
+                request,
+                idempotency_key=key,
+                key_header=spec.key_header,
+                throttle=throttle,
+                safe_to_repeat=spec.safe_to_repeat,
             )
         except HttpCallError as exc:
             # Failures keep the shape of a success, so later nodes can read `status` and `body` either way.

@@ -137,6 +137,7 @@ _FINISH = (
         state=bindparam("state"),
         error=bindparam("error"),
         finished_at=bindparam("finished_at"),
+        waiting=None,  # a run that moves on waits for nothing
     )
 )
 _REQUESTED = select(runs.c.requested_action).where(runs.c.id == bindparam("rid"))
@@ -260,6 +261,7 @@ def start_run(run_id: str, worker_id: str, log: EventLog, *, job_id: int | None 
                 attempt=record.attempt + 1,
                 started_at=func.coalesce(runs.c.started_at, now),
                 updated_at=now,
+                waiting=None,  # left by a process that died while its call waited
             )
         ).rowcount
         if moved != 1:
@@ -319,7 +321,12 @@ def transition(
 
     def write(conn: Connection) -> None:
         now = utcnow()
-        values: dict[str, Any] = {"status": target.value, "updated_at": now, "requested_action": None}
+        values: dict[str, Any] = {
+            "status": target.value,
+            "updated_at": now,
+            "requested_action": None,
+            "waiting": None,
+        }
         if cursor is not None:
             values["cursor"] = cursor
         if state is not None:

@@ -49,8 +49,9 @@ def test_runtime_hooks_feed_the_metrics(vault_settings: RuntimeSettings, sim: Si
     async def body(runtime: Runtime) -> list[RunStatus]:
         limit = {"rate_limit": {"requests": 1, "per": "2s", "burst": 1}}  # run 2's call waits for run 1's
         await connect(runtime, "openai-main", "openai", sim.url, "api_key", DEFAULT_API_KEY, settings=limit)
-        # Run 1: a 500 to an unkeyed POST is not retried (it may have happened): the call ends 5xx.
-        sim.inject(Fault.server_error(500), "openai.chat")
+        # Run 1: a chat completion only reads, so a 500 is retried; four of them (all its attempts) and
+        # the call ends 5xx.
+        sim.inject(Fault.server_error(500), "openai.chat", times=4)
         first = await runtime.submit(universe(CHAT, REFUSED))
         done = [await runtime.wait(first.run_id)]
         # Run 2, at once: the account's bucket holds its call; then a 429 blocks the key for 1 s and the
@@ -71,7 +72,7 @@ def test_runtime_hooks_feed_the_metrics(vault_settings: RuntimeSettings, sim: Si
     chat = {"provider": "openai", "capability": "openai.chat"}
     assert value("cosmogen_external_calls_total", **chat, status="5xx") == 1
     assert value("cosmogen_external_calls_total", **chat, status="2xx") == 1
-    assert value("cosmogen_external_call_retries_total", **chat) == 1  # the 429's
+    assert value("cosmogen_external_call_retries_total", **chat) == 4  # run 1's three, run 2's 429
     assert value("cosmogen_external_call_duration_seconds_count", **chat) == 2
     # Run 1 failed at `ask`, so its `tell` (and the refused call) never ran; run 2's did.
     assert statuses[0] is RunStatus.FAILED
