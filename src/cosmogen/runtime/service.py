@@ -130,6 +130,7 @@ class Runtime:
         self._listener: asyncio.Task[None] | None = None
         self._reconciler: asyncio.Task[None] | None = None
         self._draining = False
+        self._closed = False
         self._closers: list[Callable[[], Awaitable[None]]] = []  # things started beside it (the sandbox)
         self._vault: Any = None  # the Vault, once opened (at start-up, or on first use)
         self._vault_lock = threading.Lock()
@@ -171,6 +172,8 @@ class Runtime:
 
     def _runs_by_status(self) -> dict[str, int]:
         """Every run in the database by status (one grouped count over the status index; /metrics)."""
+        if self._closed:  # a scrape after close must not open a new pool on the disposed engine
+            return {}
         with self.db.engine.connect() as conn:
             rows = conn.execute(select(runs.c.status, func.count()).group_by(runs.c.status))
             return {str(status): int(count) for status, count in rows}
@@ -232,19 +235,23 @@ class Runtime:
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+        # What serves beside the runtime (the event feed, the sandbox) stops while the database is still
+        # open: a reader holding a pooled connection at dispose time would leave it to the GC.
+        for closer in reversed(self._closers):
+            await closer()
         await self.tokens.close()
         await self.http.close()
         if self.executor.limiter is not None:
             self.executor.limiter.close()
         await asyncio.to_thread(self.writer.close)
+        self._closed = True
         self.db.close()
-        for closer in reversed(self._closers):
-            await closer()
         if self._lock is not None:
             self._lock.release()
 
     def on_close(self, closer: Callable[[], Awaitable[None]]) -> None:
-        """Stop something that serves this runtime (the sandbox simulator) once the runtime is closed."""
+        """Stop something that serves beside this runtime (the event feed, the sandbox simulator) when
+        it closes: after its runs have drained, before its database closes."""
         self._closers.append(closer)
 
     # --- submitting and dispatching ---------------------------------------------------------------
