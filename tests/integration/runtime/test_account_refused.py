@@ -14,17 +14,14 @@ from cosmogen.runtime import journal
 from cosmogen.runtime.service import Runtime, RuntimeSettings
 from cosmogen.store.tables import accounts
 from cosmogen.testing.simulator import Simulator
-from tests.integration.runtime.test_provider_calls import CHAT, connect, sim, universe, vault_settings
+from tests.integration.runtime.test_provider_calls import CHAT, connect, one_call, sim, vault_settings
 from tests.integration.runtime.test_runtime import with_runtime
 
 __all__ = ["sim", "vault_settings"]  # fixtures shared with test_provider_calls
 
 
 def _one_call() -> dict[str, Any]:
-    document = universe({**CHAT, "on_error": "continue"})
-    document["nodes"] = document["nodes"][:2]
-    document["edges"] = document["edges"][:1]
-    return document
+    return one_call({**CHAT, "on_error": "continue"})
 
 
 def test_a_refused_key_puts_the_account_in_error(vault_settings: RuntimeSettings, sim: Simulator) -> None:

@@ -87,6 +87,14 @@ def universe(*bindings: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def one_call(binding: dict[str, Any]) -> dict[str, Any]:
+    """BEGIN and the one node that calls: a refused call fails no later node that reads its answer."""
+    document = universe(binding)
+    document["nodes"] = document["nodes"][:2]
+    document["edges"] = document["edges"][:1]
+    return document
+
+
 CHAT = {
     "id": "chat",
     "node": "ask",

@@ -9,7 +9,7 @@ from typing import Any
 from cosmogen.cli.durable import report
 from cosmogen.runtime.service import Runtime, RuntimeSettings
 from cosmogen.testing.simulator import DEFAULT_API_KEY, Fault, Simulator
-from tests.integration.runtime.test_provider_calls import CHAT, connect, sim, universe, vault_settings
+from tests.integration.runtime.test_provider_calls import CHAT, connect, one_call, sim, vault_settings
 from tests.integration.runtime.test_runtime import with_runtime
 
 __all__ = ["sim", "vault_settings"]  # fixtures shared with test_provider_calls
@@ -25,13 +25,6 @@ TWEET = {
 }
 
 
-def _one_call(binding: dict[str, Any]) -> dict[str, Any]:
-    document = universe(binding)
-    document["nodes"] = document["nodes"][:2]
-    document["edges"] = document["edges"][:1]
-    return document
-
-
 def test_a_read_is_retried_after_a_5xx_and_a_write_is_not(
     vault_settings: RuntimeSettings, sim: Simulator
 ) -> None:
@@ -40,10 +33,10 @@ def test_a_read_is_retried_after_a_5xx_and_a_write_is_not(
         await connect(runtime, "x-main", "x", sim.url, "access_token", DEFAULT_API_KEY, auth_kind="oauth2",
                       scopes=["tweet.read", "tweet.write", "users.read"])  # fmt: skip
         sim.inject(Fault.server_error(500), "openai.chat")
-        read = await runtime.submit(_one_call(CHAT))
+        read = await runtime.submit(one_call(CHAT))
         await runtime.wait(read.run_id)
         sim.inject(Fault.server_error(500), "x.tweets")
-        write = await runtime.submit(_one_call(TWEET))
+        write = await runtime.submit(one_call(TWEET))
         await runtime.wait(write.run_id)
         return report(runtime.db, read.run_id), report(runtime.db, write.run_id)
 

@@ -13,7 +13,7 @@ from cosmogen.cli.durable import report
 from cosmogen.runtime import journal
 from cosmogen.runtime.service import Runtime, RuntimeSettings
 from cosmogen.testing.simulator import DEFAULT_API_KEY, Simulator
-from tests.integration.runtime.test_provider_calls import CHAT, connect, sim, universe, vault_settings
+from tests.integration.runtime.test_provider_calls import CHAT, connect, one_call, sim, vault_settings
 from tests.integration.runtime.test_runtime import with_runtime
 
 __all__ = ["sim", "vault_settings"]  # fixtures shared with test_provider_calls
@@ -22,10 +22,7 @@ PERIOD_S = 3.0
 
 
 def _one_call() -> dict[str, Any]:
-    document = universe({**CHAT, "account": "slow"})
-    document["nodes"] = document["nodes"][:2]
-    document["edges"] = document["edges"][:1]
-    return document
+    return one_call({**CHAT, "account": "slow"})
 
 
 def test_a_run_waiting_for_its_rate_limit_says_so(vault_settings: RuntimeSettings, sim: Simulator) -> None:
