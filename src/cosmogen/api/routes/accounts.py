@@ -15,7 +15,7 @@ import hashlib
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Depends, Query, Request
+from fastapi import APIRouter, Query, Request
 from pydantic import BaseModel, Field, SecretStr
 from sqlalchemy import Connection, select, update
 from starlette.responses import Response
@@ -23,10 +23,9 @@ from starlette.responses import Response
 from cosmogen.api.audit import record
 from cosmogen.api.problems import Problem
 from cosmogen.api.schemas import Strict  # unknown fields are refused (API-04)
-from cosmogen.api.security import Principal, require
+from cosmogen.api.security import Admin, Principal, Viewer
 from cosmogen.domain.capabilities import Failure, Provider, Registry
 from cosmogen.domain.oauth import OAUTH_SETTING, OAuthError, requested_scopes
-from cosmogen.domain.roles import Role
 from cosmogen.integrations import credentials
 from cosmogen.integrations.account_admin import (
     SECRET_FIELDS,
@@ -57,8 +56,6 @@ router = APIRouter(prefix="/api/v1/accounts", tags=["accounts"])
 
 PLACEHOLDER: Literal["********"] = "********"  # what a read shows for every stored secret field
 _WRITE_ONLY: dict[str, Any] = {"writeOnly": True}
-Viewer = Annotated[Principal, Depends(require(Role.VIEWER))]
-Admin = Annotated[Principal, Depends(require(Role.ADMIN))]
 
 
 # --- models -------------------------------------------------------------------------------------------

@@ -15,7 +15,7 @@ from collections.abc import Callable
 from datetime import datetime
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Query, Request
+from fastapi import APIRouter, Query, Request
 from fastapi.responses import JSONResponse
 from pydantic import Field
 from sqlalchemy import Connection, select
@@ -33,7 +33,7 @@ from cosmogen.api.schemas import (
     universe_row,
     version_row,
 )
-from cosmogen.api.security import Principal, require
+from cosmogen.api.security import Editor, Principal, Viewer
 from cosmogen.domain.api_limits import clamp_page
 from cosmogen.domain.launches import (
     IllegalLaunchTransition,
@@ -41,7 +41,6 @@ from cosmogen.domain.launches import (
     LaunchStatus,
     parse_launch_config,
 )
-from cosmogen.domain.roles import Role
 from cosmogen.domain.runs import IllegalTransition, RunAction
 from cosmogen.domain.schedule import TriggerKind, TriggerSpecError, WebhookSpec, parse_trigger_spec
 from cosmogen.runtime import journal
@@ -53,8 +52,6 @@ from cosmogen.store.writer import WriteFn
 
 router = APIRouter(prefix="/api/v1", tags=["launches"], route_class=BoundedRoute)
 
-Viewer = Annotated[Principal, Depends(require(Role.VIEWER))]
-Editor = Annotated[Principal, Depends(require(Role.EDITOR))]
 
 MAX_TRIGGERS = 20
 

@@ -18,7 +18,7 @@ from collections.abc import Callable
 from datetime import datetime
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Query, Request
+from fastapi import APIRouter, Query, Request
 from fastapi.responses import JSONResponse
 from pydantic import Field
 from sqlalchemy import Connection, and_, func, or_, select
@@ -35,12 +35,11 @@ from cosmogen.api.schemas import (
     universe_row,
     version_row,
 )
-from cosmogen.api.security import Principal, require
+from cosmogen.api.security import Editor, Principal, Viewer
 from cosmogen.cli.durable import report
 from cosmogen.domain import idempotency as idem
 from cosmogen.domain.api_limits import clamp_page
 from cosmogen.domain.launches import LaunchConfigError, config_problems_for_document, parse_launch_config
-from cosmogen.domain.roles import Role
 from cosmogen.domain.runs import IllegalTransition, RunAction, RunStatus
 from cosmogen.runtime import control, idempotency, journal
 from cosmogen.runtime.executor import launch_state
@@ -49,8 +48,6 @@ from cosmogen.store.tables import runs, universes, utcnow
 
 router = APIRouter(prefix="/api/v1", tags=["runs"], route_class=BoundedRoute)
 
-Viewer = Annotated[Principal, Depends(require(Role.VIEWER))]
-Editor = Annotated[Principal, Depends(require(Role.EDITOR))]
 
 UNFINISHED = [s.value for s in RunStatus if not s.terminal]
 QUOTA_RETRY_AFTER_S = 5

@@ -12,11 +12,11 @@ import asyncio
 from datetime import datetime, timedelta
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Query, Request
+from fastapi import APIRouter, Query, Request
 from sqlalchemy import Connection, func, or_, select
 
 from cosmogen.api.schemas import universe_row
-from cosmogen.api.security import Principal, require
+from cosmogen.api.security import Viewer
 from cosmogen.domain.live_metrics import (
     DEFAULT_WINDOW_S,
     MAX_WINDOW_S,
@@ -25,12 +25,10 @@ from cosmogen.domain.live_metrics import (
     LiveSnapshot,
     live_metrics,
 )
-from cosmogen.domain.roles import Role
 from cosmogen.runtime.service import Runtime
 from cosmogen.store.tables import effects, launches, run_events, runs, universe_versions, utcnow
 
 router = APIRouter(prefix="/api/v1", tags=["universes"])
-Viewer = Annotated[Principal, Depends(require(Role.VIEWER))]
 
 
 @router.get(

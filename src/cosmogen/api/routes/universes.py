@@ -18,7 +18,7 @@ from collections.abc import Callable
 from datetime import datetime
 from typing import Annotated, Any, TypeVar
 
-from fastapi import APIRouter, Depends, Query, Request
+from fastapi import APIRouter, Query, Request
 from pydantic import Field
 from sqlalchemy import Connection, and_, delete, or_, select, update
 
@@ -33,13 +33,12 @@ from cosmogen.api.schemas import (
     universe_row,
     version_row,
 )
-from cosmogen.api.security import Principal, require
+from cosmogen.api.security import Admin, Editor, Principal, Viewer
 from cosmogen.domain.api_limits import clamp_page, document_size_problems
 from cosmogen.domain.diagnostics import Diagnostic, DocumentError
 from cosmogen.domain.document import parse_json, universe_from_raw
 from cosmogen.domain.json_diff import diff
 from cosmogen.domain.launches import LaunchStatus
-from cosmogen.domain.roles import Role
 from cosmogen.domain.runs import RunStatus
 from cosmogen.domain.validate import validate
 from cosmogen.runtime.service import Runtime
@@ -61,9 +60,6 @@ from cosmogen.store.tables import (
 
 router = APIRouter(prefix="/api/v1", tags=["universes"], route_class=BoundedRoute)
 
-Viewer = Annotated[Principal, Depends(require(Role.VIEWER))]
-Editor = Annotated[Principal, Depends(require(Role.EDITOR))]
-Admin = Annotated[Principal, Depends(require(Role.ADMIN))]
 
 CONFIRM_TTL_S = 300
 T = TypeVar("T")

@@ -1,10 +1,10 @@
-"""Alerts, notifications and live metrics.
+"""No schema change: this revision was reserved for work done in parallel that needed no table.
 
 Revision ID: 0015
 Revises: 0014
 Create Date: 2026-11-28
 
-Reserved so that work in parallel can chain its migrations; filled in by the change that needs it.
+Kept (empty) so that the revision chain stays the same for every database already migrated past it.
 """
 
 from __future__ import annotations
