@@ -47,7 +47,10 @@ def create_app(open_runtime: Callable[[], Awaitable[Runtime]]) -> FastAPI:
         app.router.routes.extend(
             webhook_routes(runtime.db, runtime.writer, runtime.start_run, clock, runtime.open_vault)
         )
-        feed = EventFeed(runtime.db, runtime.writer, database_url=runtime.settings.database_url)
+        feed = EventFeed(
+            runtime.db, runtime.writer,
+            database_url=runtime.settings.database_url, telemetry=runtime.telemetry,
+        )  # fmt: skip
         await feed.start()
         runtime.on_close(feed.close)
         origins = EventStreams.parse_origins(os.environ.get("COSMOGEN_ALLOWED_ORIGINS"))

@@ -30,6 +30,7 @@ from cosmogen.runtime import notify
 from cosmogen.store import Database
 from cosmogen.store.tables import run_events, runs, universes
 from cosmogen.store.writer import GroupCommitWriter
+from cosmogen.telemetry.hooks import Hooks
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -113,8 +114,10 @@ class EventFeed:
     def __init__(
         self, db: Database, writer: GroupCommitWriter, *, database_url: str | None = None,
         buffer: int = 1024, gap_wait_s: float = 2.0, poll_s: float = 1.0, page: int = 1000,
+        telemetry: Hooks | None = None,
     ) -> None:  # fmt: skip
         self._db = db
+        self._telemetry = telemetry or Hooks()
         self._writer = writer
         self._database_url = database_url
         self.buffer = buffer
@@ -166,10 +169,11 @@ class EventFeed:
                 self._position, self._fresh = position, True
         subscriber = Subscriber(subscription, self._position, self.buffer)
         self._subscribers.add(subscriber)
+        self._telemetry.stream_subscribed(1)
         return subscriber
 
     def unsubscribe(self, subscriber: Subscriber) -> None:
-        self._subscribers.discard(subscriber)
+        self._drop(subscriber)
         if not self._subscribers and not self.listens_across_processes:
             self._detach_writer()
             self._fresh = False
@@ -179,6 +183,12 @@ class EventFeed:
         return await self._in_thread(self._read, after, subscriber.live_from, subscriber.subscription)
 
     # --- inside ----------------------------------------------------------------------------------------
+
+    def _drop(self, subscriber: Subscriber) -> None:
+        # Counted once: a client dropped for overflow is unsubscribed again when its stream closes.
+        if subscriber in self._subscribers:
+            self._subscribers.discard(subscriber)
+            self._telemetry.stream_subscribed(-1)
 
     def _attach_writer(self) -> None:
         if self._unsubscribe_writer is None and not self.listens_across_processes:
@@ -232,11 +242,14 @@ class EventFeed:
                 # than the hand-offs to a thread and back cost under load (W4: p50 -10 ms); so inline.
                 events = self._read(self._position, None, None)
             passed = self._contiguous(events)
+            now = time.time()
             for event in passed:
                 crowded = False
+                if self._subscribers:
+                    self._telemetry.stream_lag(max(0.0, now - event.at.timestamp()))
                 for subscriber in list(self._subscribers):
                     if not subscriber.offer(event):
-                        self._subscribers.discard(subscriber)
+                        self._drop(subscriber)
                     crowded = crowded or subscriber.crowded
                 # Moved per event: one who subscribes during the yield below starts right after it.
                 self._position = event.id

@@ -46,7 +46,8 @@ class Hooks:
         """An event-stream subscriber came (+1) or went (-1)."""
 
     def stream_lag(self, seconds: float) -> None:
-        """An event reached a subscriber this long after its journal commit."""
+        """The live feed handed an event to its subscribers this long after the journal wrote it (so
+        including the group commit; the WebSocket send after it is not counted)."""
 
     def watch(self, in_flight: Callable[[], int], runs_by_status: Callable[[], Mapping[str, int]]) -> None:
         """The runtime offers gauges read at scrape time: its runs in flight, and all runs by status."""

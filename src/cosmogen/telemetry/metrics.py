@@ -155,7 +155,7 @@ class Metrics(Hooks):
         )
         self.lag_seconds = Histogram(
             "cosmogen_event_stream_lag_seconds",
-            "From an event's journal commit to a subscriber",
+            "From an event's journal write (before its commit) to the live feed's hand-off to subscribers",
             buckets=_DURATIONS,
             registry=r,
         )

@@ -5,16 +5,20 @@ account name, URL or token is in any label (LEAK-01 for metrics)."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
+from websockets.asyncio.client import connect
 
 from cosmogen.domain.roles import Role
+from tests.integration.api import stream_client as sc
 from tests.integration.api.helpers import call, member_with_token
-from tests.integration.conftest import CLI, serving
+from tests.integration.conftest import CLI, EXAMPLES, serving
 from tests.integration.test_sandbox import UNIVERSE, _run_through_serve
 
 Served = tuple[str, subprocess.Popen[str]]
@@ -74,3 +78,36 @@ def test_metrics_public_setting(tmp_path: Path, cosmogen: CLI, monkeypatch: pyte
     refused = cosmogen("serve", "--port", "1")
     assert refused.returncode == 2
     assert "COSMOGEN_METRICS_PUBLIC must be 1 or 0, not 'maybe'" in refused.stderr
+
+
+def test_the_event_stream_counts_its_subscribers_and_their_lag(served: Served, tmp_path: Path) -> None:
+    """While a WebSocket client follows a run, the subscriber gauge reads 1 and every event handed to it
+    is timed; once it closes, the gauge is back to 0."""
+    url, _ = served
+    token = sc.member(tmp_path / "cosmogen-data", "watcher@example.com")
+    universe_id = sc.save_universe(url, token, json.loads((EXAMPLES / "banking.json").read_text()))
+
+    def gauge() -> float:
+        status, _, text = call(url + "/metrics", token=token)
+        assert status == 200, text
+        return _samples(text)[("cosmogen_event_stream_subscribers", ())]
+
+    async def follow_one_run() -> tuple[float, int]:
+        async with connect(sc.ws_url(url), additional_headers=sc.bearer(token)) as ws:
+            while_open = await asyncio.to_thread(gauge)
+            run_id = await asyncio.to_thread(sc.start_run, url, token, universe_id)
+            frames = await sc.receive_until(ws, [], sc.ended({run_id}))
+        return while_open, len(frames)
+
+    assert gauge() == 0
+    while_open, received = asyncio.run(follow_one_run())
+    assert while_open == 1 and received >= 3
+    status, _, text = call(url + "/metrics", token=token)
+    assert status == 200, text
+    found = _samples(text)
+    assert found[("cosmogen_event_stream_lag_seconds_count", ())] >= received
+    assert found[("cosmogen_event_stream_lag_seconds_sum", ())] > 0
+    deadline = time.monotonic() + 10
+    while gauge() != 0:  # the server notices the close on its next read
+        assert time.monotonic() < deadline, "the subscriber gauge stayed up after the client closed"
+        time.sleep(0.05)
