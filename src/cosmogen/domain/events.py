@@ -18,6 +18,26 @@ from typing import Any
 VERSION = 1
 MAX_ID_LENGTH = 200  # longer universe/run ids are not ours: refuse before any lookup
 
+# Every event has a level, so a log view (or an alert) can ask for "warnings and worse". The level is a
+# function of the type alone, so a subscription's level filter is a `type IN (...)` in the store.
+LEVELS = ("info", "warning", "error")
+_ERRORS = frozenset({"run.failed", "effect.failed", "account.error"})
+_WARNINGS = frozenset({"run.needs_attention", "effect.ambiguous", "effect.waiting", "run.parked"})
+
+
+def level_of(event_type: str) -> str:
+    """`error`, `warning` or `info` (every other type, including ones added later)."""
+    return "error" if event_type in _ERRORS else "warning" if event_type in _WARNINGS else "info"
+
+
+def types_at_or_above(level: str) -> frozenset[str] | None:
+    """The event types at `level` or worse; None for `info` (every type)."""
+    if level == "error":
+        return _ERRORS
+    if level == "warning":
+        return _ERRORS | _WARNINGS
+    return None
+
 
 class BadSubscription(ValueError):
     """The query string does not describe a subscription; the message says what to change."""
@@ -44,23 +64,32 @@ class Envelope:
             "run": self.run,
             "seq": self.seq,
             "at": self.at.isoformat(),
+            "level": level_of(self.type),
             "data": dict(self.data),
         }
 
 
 @dataclass(frozen=True, slots=True)
 class Subscription:
-    """Events of one workspace, optionally narrowed to one universe or one run."""
+    """Events of one workspace, optionally narrowed to one universe or one run, and to a least level."""
 
     workspace: str
     universe: str | None = None
     run: str | None = None
+    level: str = "info"
+
+    @property
+    def types(self) -> frozenset[str] | None:
+        """The only event types wanted (None: all)."""
+        return types_at_or_above(self.level)
 
     def matches(self, event: Envelope) -> bool:
+        types = self.types
         return (
             event.workspace == self.workspace
             and (self.universe is None or event.universe == self.universe)
             and (self.run is None or event.run == self.run)
+            and (types is None or event.type in types)
         )
 
 
@@ -77,11 +106,17 @@ def parse_cursor(raw: str | None) -> int | None:
 
 
 def parse_subscription(workspace: str, params: Mapping[str, str]) -> tuple[Subscription, int | None]:
-    """The subscription and cursor a query string asks for (`universe=`, `run=`, `after=`)."""
-    unknown = sorted(set(params) - {"universe", "run", "after", "ticket"})
+    """The subscription and cursor a query string asks for (`universe=`, `run=`, `level=`, `after=`)."""
+    unknown = sorted(set(params) - {"universe", "run", "level", "after", "ticket"})
     if unknown:
         raise BadSubscription(
-            f"unknown query parameter(s) {', '.join(unknown)[:100]}; use universe, run, after or ticket"
+            f"unknown query parameter(s) {', '.join(unknown)[:100]}; "
+            "use universe, run, level, after or ticket"
+        )
+    level = params.get("level") or "info"
+    if level not in LEVELS:
+        raise BadSubscription(
+            f"`level` must be one of {', '.join(LEVELS)} (the least level wanted), not {level[:20]!r}"
         )
     universe = params.get("universe") or None
     run = params.get("run") or None
@@ -90,4 +125,4 @@ def parse_subscription(workspace: str, params: Mapping[str, str]) -> tuple[Subsc
     for name, value in (("universe", universe), ("run", run)):
         if value is not None and (len(value) > MAX_ID_LENGTH or not value.isprintable()):
             raise BadSubscription(f"`{name}` is not an id of ours; copy it from the API or the CLI")
-    return Subscription(workspace, universe, run), parse_cursor(params.get("after"))
+    return Subscription(workspace, universe, run, level), parse_cursor(params.get("after"))

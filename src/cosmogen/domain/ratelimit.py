@@ -409,3 +409,31 @@ def _go_duration(value: str | None) -> float | None:
         return None
     hours, minutes, seconds, millis = (float(part) if part else 0.0 for part in match.groups())
     return hours * 3600 + minutes * 60 + seconds + millis / 1000
+
+
+# --- what an accepted answer says about the room left --------------------------------------------------
+
+# (limit, remaining) header pairs, most specific first: OpenAI's per-request ones, Anthropic's, X's own
+# spelling, the common x-ratelimit-*, and the IETF draft's RateLimit-*.
+_QUOTA_HEADERS = (
+    ("x-ratelimit-limit-requests", "x-ratelimit-remaining-requests"),
+    ("anthropic-ratelimit-requests-limit", "anthropic-ratelimit-requests-remaining"),
+    ("x-rate-limit-limit", "x-rate-limit-remaining"),
+    ("x-ratelimit-limit", "x-ratelimit-remaining"),
+    ("ratelimit-limit", "ratelimit-remaining"),
+)
+
+
+def headroom(headers: Mapping[str, str]) -> dict[str, int] | None:
+    """The provider's own count of requests left (`remaining`, with `limit` when it says), from the first
+    header pair it sent whose remaining count is a whole number; None when it says nothing usable."""
+    lowered = {name.lower(): value.strip() for name, value in headers.items()}
+    for limit_name, remaining_name in _QUOTA_HEADERS:
+        remaining = lowered.get(remaining_name, "")
+        if remaining.isascii() and remaining.isdigit() and len(remaining) <= 12:
+            found = {"remaining": int(remaining)}
+            limit = lowered.get(limit_name, "")
+            if limit.isascii() and limit.isdigit() and len(limit) <= 12:
+                found["limit"] = int(limit)
+            return found
+    return None

@@ -81,7 +81,9 @@ class DbAccountResolver:
     ) -> Connection:
         found = await asyncio.to_thread(self._connection, workspace, account, capability, provider)
         if found.auth_kind == "oauth2" and self._tokens is not None:
-            found = replace(found, secrets={ACCESS: await self._tokens.access_token(found.account_id)})
+            token = await self._tokens.access_token(found.account_id)
+            expires = self._tokens.expires_at(found.account_id) or found.token_expires_at
+            found = replace(found, secrets={ACCESS: token}, token_expires_at=expires)
         return found
 
     async def refreshed(self, connection: Connection) -> Connection:
@@ -93,7 +95,8 @@ class DbAccountResolver:
             )
         refused = connection.secrets.get(ACCESS)
         token = await self._tokens.access_token(connection.account_id, rejected=refused)
-        return replace(connection, secrets={ACCESS: token})
+        expires = self._tokens.expires_at(connection.account_id)
+        return replace(connection, secrets={ACCESS: token}, token_expires_at=expires)
 
     def _connection(
         self, workspace: str, name: str, capability: Capability, provider: Provider
@@ -162,6 +165,7 @@ class DbAccountResolver:
             limit=limit,
             tier=row.tier,
             verified=row.verified_at is not None,
+            token_expires_at=row.token_expires_at,
         )
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import base64
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any, Protocol
 
 from cosmogen.domain.bindings import RenderedRequest
@@ -39,6 +40,8 @@ class Connection:
     # The shared rate limit its calls are charged to (provider default or account override); None: none.
     limit: Limit | None = None
     tier: str = "sandbox"  # accounts.tier: "sandbox" | "production"
+    # When its access token runs out (OAuth), as the account row said when the connection was made.
+    token_expires_at: datetime | None = None
     verified: bool = False  # a test call or a connect has succeeded (accounts.verified_at is set)
 
     def scrub(self, text: str) -> str:

@@ -146,6 +146,8 @@ class TokenManager:
         self._flights: dict[str, asyncio.Task[Secret]] = {}
         self._reads: dict[str, asyncio.Task[Stored]] = {}
         self._refresher: asyncio.Task[None] | None = None
+        # When each account's access token runs out, as last read or saved here (for the live stream).
+        self._expiry: dict[str, datetime | None] = {}
 
     # --- the API ----------------------------------------------------------------------------------
 
@@ -174,6 +176,10 @@ class TokenManager:
             flight.add_done_callback(lambda done: self._landed(account_id, done))
         # Shielded: a caller that gives up (its run is cancelled) must not cancel the others' refresh.
         return await asyncio.shield(flight)
+
+    def expires_at(self, account_id: str) -> datetime | None:
+        """When the account's access token last handed out here runs out (None: unknown or never)."""
+        return self._expiry.get(account_id)
 
     async def refresh_due(self) -> int:
         """Refresh every connected OAuth account whose token is due (what the background refresher does
@@ -417,6 +423,7 @@ class TokenManager:
                         Action.FIX_SETTING,
                     )
                 fields = self._reveal(conn, account_id, _FIELDS)
+        self._expiry[account_id] = row.token_expires_at
         return Stored(
             account_id=row.id,
             name=row.name,
@@ -543,6 +550,7 @@ class TokenManager:
                 stored.account_id,
             )
         else:
+            self._expiry[stored.account_id] = grant.expires_at
             log.info("refreshed the access token of account %s", stored.account_id)
         return saved
 

@@ -46,7 +46,7 @@ from cosmogen.domain.fabric import (
 )
 from cosmogen.domain.launches import LaunchConfig, LaunchConfigError, TelemetryLevel, parse_launch_config
 from cosmogen.domain.plan import EntryScope, Plan, PlanNode, UnknownEntryNode
-from cosmogen.domain.ratelimit import Limit
+from cosmogen.domain.ratelimit import Limit, headroom
 from cosmogen.domain.runs import RunStatus
 from cosmogen.domain.telemetry import keeps_event, shows_payloads
 from cosmogen.domain.tiers import tier_refusal
@@ -132,6 +132,8 @@ class _CallSpec:
     # Metric labels: the provider and capability (a plain HTTP binding is "http" for both).
     provider: str = "http"
     capability: str = "http"
+    # When the OAuth access token it is sent with runs out (shown on its outcome event).
+    token_expires_at: datetime | None = None
 
 
 @dataclass
@@ -446,6 +448,7 @@ class Executor:
                 limit=connection.limit,
                 provider=provider.id,
                 capability=capability.id,
+                token_expires_at=connection.token_expires_at,
             )
             answer = await self._effect(run, step, spec, request)
             if isinstance(answer, _Stop):
@@ -461,9 +464,9 @@ class Executor:
                     refused = {"kind": "account", "message": str(exc), "action": exc.action.value}
                     return {"status": status, "output": outputs or None, "error": refused}
                 request = provider_request(provider, connection, wanted, timeout_s=self.provider_timeout_s)
-                answer = await self._effect(
-                    run, step, replace(spec, name=f"{name}.reauth", scrub=connection.scrub), request
-                )
+                again = replace(spec, name=f"{name}.reauth", scrub=connection.scrub,
+                                token_expires_at=connection.token_expires_at)  # fmt: skip
+                answer = await self._effect(run, step, again, request)
                 if isinstance(answer, _Stop):
                     return answer
                 status = answer.get("status")
@@ -634,13 +637,14 @@ class Executor:
             can_repeat = repeatable(request.method, spec.key_header is not None) or spec.safe_to_repeat
             status = "ambiguous" if exc.kind in ("timeout", "disconnect") and not can_repeat else "failed"
             shown_status = status_class(exc.status, exc.kind)
+            room = None
         else:
             result = {"status": response.status, "body": response.body, "attempts": response.attempts}
             status = "succeeded"
             shown_status = status_class(response.status)
-        self.telemetry.call_finished(
-            spec.provider, spec.capability, shown_status, time.perf_counter() - began, result["attempts"]
-        )
+            room = headroom(response.headers)
+        took = time.perf_counter() - began
+        self.telemetry.call_finished(spec.provider, spec.capability, shown_status, took, result["attempts"])
         if spec.scrub is not None:
             result = _scrubbed(result, spec.scrub)  # a provider may echo the credential it was sent
         self._maybe_crash("after-call")
@@ -649,6 +653,18 @@ class Executor:
             node=step.id,
             binding=spec.name,
             status=result.get("status"),
+            # What a dashboard shows per call: who, how long, how many tries, the room left at the
+            # provider, and how long the token it was sent with still has.
+            provider=spec.provider,
+            capability=spec.capability,
+            ms=round(took * 1000, 1),
+            attempts=result["attempts"],
+            **({"rate_limit": room} if room is not None else {}),
+            **(
+                {"token_expires_in_s": int((spec.token_expires_at - datetime.now(UTC)).total_seconds())}
+                if spec.token_expires_at is not None
+                else {}
+            ),
             **({"response": _response_summary(result)} if run.verbose else {}),
         )
         if shown_waits:

@@ -64,6 +64,8 @@ def read_events(
             query = query.where(runs.c.universe_id == subscription.universe)
         if subscription.run is not None:
             query = query.where(run_events.c.run_id == subscription.run)
+        if subscription.types is not None:
+            query = query.where(run_events.c.type.in_(sorted(subscription.types)))
     rows = conn.execute(query.order_by(run_events.c.id).limit(limit))
     return [
         Envelope(r.id, r.type, r.workspace_id, r.universe_id, r.run_id, r.seq, r.created_at, r.payload)

@@ -14,10 +14,10 @@ from pathlib import Path
 
 from sqlalchemy import Connection
 
-from cosmogen.domain.events import Envelope, Subscription
+from cosmogen.domain.events import LEVELS, Envelope, Subscription
 from cosmogen.integrations.egress import EgressPolicy
 from cosmogen.runtime import journal
-from cosmogen.runtime.feed import EventFeed, Subscriber
+from cosmogen.runtime.feed import EventFeed, Subscriber, read_events
 from cosmogen.runtime.service import Runtime, RuntimeSettings
 from tests.integration.conftest import EXAMPLES
 
@@ -125,3 +125,31 @@ def test_postgresql_events_pass_in_id_order_across_transactions(tmp_path: Path, 
             await runtime.close()
 
     asyncio.run(main())
+
+
+def test_a_level_keeps_that_level_and_worse_when_read_from_the_store(settings: RuntimeSettings) -> None:
+    """`level=warning` (or `error`) narrows the stored backlog in the query itself, on both dialects."""
+
+    async def main() -> dict[str, list[str]]:
+        runtime = await Runtime.open(settings)
+        try:
+            run_id = (await runtime.submit(json.loads(DOCUMENT), start=False)).run_id
+            with runtime.db.engine.begin() as conn:
+                for type_ in ("node.finished", "effect.waiting", "effect.failed", "run.needs_attention"):
+                    _append(conn, run_id, type_)
+            with runtime.db.engine.connect() as conn:
+                return {
+                    level: [
+                        e.type
+                        for e in read_events(conn, 0, subscription=Subscription("default", level=level))
+                    ]
+                    for level in LEVELS
+                }
+        finally:
+            await runtime.close()
+
+    found = asyncio.run(main())
+    assert found["error"] == ["effect.failed"]
+    assert found["warning"] == ["effect.waiting", "effect.failed", "run.needs_attention"]
+    assert found["info"][-4:] == ["node.finished", "effect.waiting", "effect.failed", "run.needs_attention"]
+    assert "run.queued" in found["info"]

@@ -8,11 +8,12 @@ import base64
 import json
 from collections.abc import Iterator
 from dataclasses import replace
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import select, update
 
 from cosmogen.cli.durable import report
 from cosmogen.domain.runs import RunStatus
@@ -20,7 +21,7 @@ from cosmogen.integrations import credentials
 from cosmogen.integrations.secret import Secret
 from cosmogen.integrations.vault import new_key
 from cosmogen.runtime.service import Runtime, RuntimeSettings
-from cosmogen.store.tables import effects, run_events
+from cosmogen.store.tables import accounts, effects, run_events
 from cosmogen.testing.simulator import DEFAULT_API_KEY, Fault, Simulator, ThreadedSimulator
 from tests.integration.runtime.test_runtime import with_runtime
 
@@ -247,3 +248,47 @@ def test_provider_calls_share_the_accounts_rate_limit(
     assert sim.log.count_429() == 0
     assert len(sim.log.select("openai.chat")) == 8
     assert sim.log.span("openai.chat") >= 7 / 5 - 0.1  # 8 calls at 5/s: at least 1.4 s first to last
+
+
+def test_each_calls_outcome_event_shows_what_a_dashboard_needs(
+    vault_settings: RuntimeSettings, sim: Simulator
+) -> None:
+    """The outcome event of a call names its provider and capability, its time and attempts, the room
+    the provider says is left (OpenAI's x-ratelimit-*-requests headers), and, for an OAuth token, how long
+    the token it was sent with still has."""
+    sim.limit("openai.chat", rate=1, burst=3)
+
+    async def body(runtime: Runtime) -> tuple[RunStatus, list[dict[str, Any]]]:
+        await connect(runtime, "openai-main", "openai", sim.url, "api_key", DEFAULT_API_KEY)
+        slack = await connect(
+            runtime, "team-slack", "slack", sim.url, "access_token", SLACK_TOKEN,
+            auth_kind="oauth2", scopes=["chat:write"],
+        )  # fmt: skip
+        expires = datetime.now(UTC) + timedelta(hours=1)
+        await runtime.writer.write(
+            lambda conn: conn.execute(
+                update(accounts).where(accounts.c.id == slack).values(token_expires_at=expires)
+            )
+        )
+        submitted = await runtime.submit(universe(CHAT, SLACK))
+        status = await runtime.wait(submitted.run_id)
+        with runtime.db.engine.connect() as conn:
+            rows = conn.execute(
+                select(run_events.c.payload)
+                .where(run_events.c.run_id == submitted.run_id, run_events.c.type == "effect.succeeded")
+                .order_by(run_events.c.seq)
+            )
+            return status, [dict(r.payload) for r in rows]
+
+    status, outcomes = with_runtime(vault_settings, body)
+    assert status == RunStatus.SUCCEEDED
+    chat, post = outcomes
+    assert (chat["binding"], chat["provider"], chat["capability"], chat["status"]) == (
+        "chat", "openai", "openai.chat", 200,
+    )  # fmt: skip
+    assert chat["attempts"] == 1 and chat["ms"] > 0
+    assert chat["rate_limit"] == {"remaining": 2, "limit": 3}  # one of three taken
+    assert "token_expires_in_s" not in chat  # an API key does not run out
+    assert (post["provider"], post["capability"], post["attempts"]) == ("slack", "slack.post_message", 1)
+    assert "rate_limit" not in post  # no limit at the provider: it says nothing
+    assert 3500 < post["token_expires_in_s"] <= 3600

@@ -6,11 +6,21 @@ from datetime import UTC, datetime
 
 import pytest
 
-from cosmogen.domain.events import BadSubscription, Envelope, Subscription, parse_cursor, parse_subscription
+from cosmogen.domain.events import (
+    LEVELS,
+    BadSubscription,
+    Envelope,
+    Subscription,
+    level_of,
+    parse_cursor,
+    parse_subscription,
+)
 
 
-def _event(universe: str = "u1", run: str = "r1", workspace: str = "default") -> Envelope:
-    return Envelope(7, "run.started", workspace, universe, run, 1, datetime(2026, 1, 1, tzinfo=UTC), {"a": 1})
+def _event(
+    universe: str = "u1", run: str = "r1", workspace: str = "default", kind: str = "run.started"
+) -> Envelope:
+    return Envelope(7, kind, workspace, universe, run, 1, datetime(2026, 1, 1, tzinfo=UTC), {"a": 1})
 
 
 def test_queries_become_subscriptions() -> None:
@@ -20,6 +30,7 @@ def test_queries_become_subscriptions() -> None:
         Subscription("w", None, "r1"),
         42,
     )
+    assert parse_subscription("w", {"level": "warning"}) == (Subscription("w", level="warning"), None)
     assert parse_cursor("") is None and parse_cursor(None) is None
 
 
@@ -34,6 +45,7 @@ def test_queries_become_subscriptions() -> None:
         ({"after": "9" * 20}, "whole number"),
         ({"run": "x" * 201}, "not an id of ours"),
         ({"run": "r\n1"}, "not an id of ours"),
+        ({"level": "debug"}, "one of info, warning, error"),
     ],
 )
 def test_bad_queries_say_what_to_change(query: dict[str, str], says: str) -> None:
@@ -53,5 +65,34 @@ def test_a_subscription_never_matches_another_workspace() -> None:
 def test_the_envelope_is_versioned_and_complete() -> None:
     assert _event().to_json() == {
         "v": 1, "id": 7, "type": "run.started", "workspace": "default", "universe": "u1", "run": "r1",
-        "seq": 1, "at": "2026-01-01T00:00:00+00:00", "data": {"a": 1},
+        "seq": 1, "at": "2026-01-01T00:00:00+00:00", "level": "info", "data": {"a": 1},
     }  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("kind", "level"),
+    [
+        ("run.started", "info"),
+        ("node.finished", "info"),
+        ("effect.succeeded", "info"),
+        ("run.succeeded", "info"),
+        ("effect.waiting", "warning"),
+        ("effect.ambiguous", "warning"),
+        ("run.needs_attention", "warning"),
+        ("effect.failed", "error"),
+        ("account.error", "error"),
+        ("run.failed", "error"),
+        ("something.new", "info"),
+    ],
+)
+def test_levels_come_from_the_type_and_a_subscription_keeps_its_level_and_worse(
+    kind: str, level: str
+) -> None:
+    assert level_of(kind) == level
+    event = _event(kind=kind)
+    assert event.to_json()["level"] == level
+    for wanted in LEVELS:
+        subscription = Subscription("default", level=wanted)
+        assert subscription.matches(event) == (LEVELS.index(level) >= LEVELS.index(wanted))
+        types = subscription.types
+        assert types is None if wanted == "info" else (kind in types) == subscription.matches(event)

@@ -19,6 +19,7 @@ from cosmogen.domain.ratelimit import (
     account_limits,
     blocked_until,
     decide,
+    headroom,
     limit_for,
     limiter_key,
     reservation_voided,
@@ -394,3 +395,29 @@ def test_headers_that_say_nothing(headers: dict[str, str]) -> None:
 
 def test_the_cap_is_configurable() -> None:
     assert blocked_until({"Retry-After": "120"}, T0, max_block_s=60) == T0 + 60
+
+
+@pytest.mark.parametrize(
+    ("headers", "room"),
+    [
+        (
+            {"x-ratelimit-limit-requests": "500", "x-ratelimit-remaining-requests": "499"},
+            {"remaining": 499, "limit": 500},
+        ),
+        ({"anthropic-ratelimit-requests-remaining": "7"}, {"remaining": 7}),
+        ({"X-Rate-Limit-Limit": "900", "X-Rate-Limit-Remaining": "0"}, {"remaining": 0, "limit": 900}),
+        ({"x-ratelimit-limit": "60", "x-ratelimit-remaining": "59"}, {"remaining": 59, "limit": 60}),
+        ({"RateLimit-Limit": "10", "RateLimit-Remaining": "3"}, {"remaining": 3, "limit": 10}),
+        ({"x-ratelimit-limit": "lots", "x-ratelimit-remaining": "5"}, {"remaining": 5}),
+        ({"x-ratelimit-remaining": "-1"}, None),
+        ({"x-ratelimit-remaining": "1e9"}, None),
+        ({"x-ratelimit-remaining": "٣"}, None),  # a non-ASCII digit
+        ({"x-ratelimit-remaining": "9" * 13}, None),
+        ({"content-type": "application/json"}, None),
+        ({}, None),
+    ],
+)
+def test_headroom_reads_the_providers_remaining_count(
+    headers: dict[str, str], room: dict[str, int] | None
+) -> None:
+    assert headroom(headers) == room

@@ -38,6 +38,8 @@ class Dialect:
     """The generic shape (webhooks, unknown routes): `{"error": code, "message": ...}`."""
 
     name = "generic"
+    # The headers an accepted request's answer reports its rate-limit headroom in: (limit, remaining).
+    quota_headers = ("x-ratelimit-limit", "x-ratelimit-remaining")
 
     def __init__(self) -> None:
         self.serial = 0  # for ids the errors carry (fbtrace_id), counted so they are deterministic
@@ -62,6 +64,7 @@ class OpenAI(Dialect):
     """`{"error": {"message", "type", "param", "code"}}`."""
 
     name = "openai"
+    quota_headers = ("x-ratelimit-limit-requests", "x-ratelimit-remaining-requests")
 
     def error(
         self,
@@ -118,6 +121,7 @@ class Anthropic(Dialect):
     """`{"type": "error", "error": {"type", "message"}}`; 529 is `overloaded_error`."""
 
     name = "anthropic"
+    quota_headers = ("anthropic-ratelimit-requests-limit", "anthropic-ratelimit-requests-remaining")
 
     def error(self, status: int, code: str, message: str, *, outcome: str = "") -> Reply:
         return Reply(status, {"type": "error", "error": {"type": code, "message": message}}, outcome=outcome)
@@ -187,6 +191,7 @@ class X(Dialect):
     """RFC 7807 problem details, as the X API v2 sends them (`application/problem+json`)."""
 
     name = "x"
+    quota_headers = ("x-rate-limit-limit", "x-rate-limit-remaining")
 
     def error(self, status: int, code: str, message: str, *, outcome: str = "", title: str = "") -> Reply:
         body = {

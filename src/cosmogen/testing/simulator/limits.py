@@ -79,3 +79,14 @@ class Limits:
             bucket = self._buckets[key] = TokenBucket(policy, float(policy.burst), now)
         wait = bucket.take(now)
         return 0.0 if wait is None else wait
+
+    def left(self, route: str, group: str, credential: str | None) -> tuple[int, int] | None:
+        """(whole tokens left, burst) of the bucket `check` used last for this caller, or None: what a
+        provider reports in its x-ratelimit-remaining / -limit headers."""
+        for target in (route, group, ANY):
+            bucket = self._buckets.get((target, credential or ""))
+            if bucket is not None:
+                return int(bucket.tokens + EPSILON), bucket.policy.burst
+            if target in self.policies:
+                return None
+        return None

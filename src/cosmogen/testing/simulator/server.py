@@ -351,8 +351,14 @@ class Simulator:
                 return refusal
         key = call.request.headers.get("Idempotency-Key")
         if spec.idempotent and key and call.request.method in SIDE_EFFECT_METHODS:
-            return await self._idempotent(spec, call, key, delay_s)
-        return await self._handle(spec, call, delay_s)
+            reply = await self._idempotent(spec, call, key, delay_s)
+        else:
+            reply = await self._handle(spec, call, delay_s)
+        left = self.limits.left(spec.name, spec.group, call.credential) if wait is not None else None
+        if left is not None:  # as providers do: how much of the limit is left after this request
+            reply.headers.setdefault(spec.dialect.quota_headers[0], str(left[1]))
+            reply.headers.setdefault(spec.dialect.quota_headers[1], str(left[0]))
+        return reply
 
     async def _handle(self, spec: RouteSpec, call: Call, delay_s: float) -> Reply:
         """The handler, after a scripted delay: the request was accepted and is being worked on slowly,
