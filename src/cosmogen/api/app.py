@@ -11,12 +11,14 @@ import asyncio
 import os
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
+from datetime import datetime
 
 from fastapi import FastAPI
 
 from cosmogen import __version__
 from cosmogen.api import audit, middleware, problems
 from cosmogen.api.routes import accounts, events, health, me, members, oauth_callback, session, setup, tokens
+from cosmogen.api.routes import alerts as alert_routes
 from cosmogen.api.routes import launches as launch_routes
 from cosmogen.api.routes import metrics as metrics_routes
 from cosmogen.api.routes import runs as run_routes
@@ -25,6 +27,9 @@ from cosmogen.api.routes import universes as universe_routes
 from cosmogen.api.security import Authenticator
 from cosmogen.api.webhooks import webhook_routes
 from cosmogen.api.ws import EventStreams
+from cosmogen.integrations.accounts import DbAccountResolver
+from cosmogen.integrations.alert_senders import Senders
+from cosmogen.runtime.alerts import AlertDispatcher
 from cosmogen.runtime.feed import EventFeed
 from cosmogen.runtime.scheduler import Scheduler
 from cosmogen.runtime.service import Runtime
@@ -55,6 +60,7 @@ def create_app(open_runtime: Callable[[], Awaitable[Runtime]]) -> FastAPI:
         runtime.on_close(feed.close)
         origins = EventStreams.parse_origins(os.environ.get("COSMOGEN_ALLOWED_ORIGINS"))
         app.state.event_streams = EventStreams(feed, app.state.auth, runtime.db, clock, origins)
+        app.state.alerts = start_alerts(runtime, clock)
         scheduler = Scheduler(runtime.db, runtime.writer, runtime.start_run, clock)
         ticking = asyncio.create_task(scheduler.run_forever(), name="scheduler")
         try:
@@ -88,4 +94,23 @@ def create_app(open_runtime: Callable[[], Awaitable[Runtime]]) -> FastAPI:
     app.include_router(universe_routes.router)
     app.include_router(run_routes.router)
     app.include_router(launch_routes.router)
+    app.include_router(alert_routes.router)
     return app
+
+
+def start_alerts(runtime: Runtime, clock: Callable[[], datetime]) -> AlertDispatcher:
+    """The alert dispatcher (runtime/alerts.py), stopped with the runtime. COSMOGEN_ALERT_POLL_S and
+    COSMOGEN_ALERT_CONDITIONS_S set how often it looks at runs and deliveries, and at accounts, error
+    rates and rate limits."""
+    from cosmogen.domain.capabilities import default_registry
+
+    resolver = DbAccountResolver(runtime.db, runtime.open_vault, clock, tokens=runtime.tokens)
+    senders = Senders(runtime.http, runtime.settings.egress, resolver, default_registry(), runtime.db, clock)
+    dispatcher = AlertDispatcher(
+        runtime.db, runtime.writer, senders, runtime.open_vault, clock, owner=runtime.worker_id,
+        poll_s=float(os.environ.get("COSMOGEN_ALERT_POLL_S", "1")),
+        conditions_every_s=float(os.environ.get("COSMOGEN_ALERT_CONDITIONS_S", "30")),
+    )  # fmt: skip
+    dispatcher.start()
+    runtime.on_close(dispatcher.close)
+    return dispatcher

@@ -22,6 +22,7 @@ from typing import Any
 from sqlalchemy import Connection, Table, and_, bindparam, delete, func, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 
+from cosmogen.integrations.channel_secrets import rewrap_channel_secrets
 from cosmogen.integrations.keystore import current_key
 from cosmogen.integrations.secret import Secret
 from cosmogen.integrations.vault import Vault, VaultError
@@ -31,6 +32,7 @@ from cosmogen.store.tables import (
     ACCOUNT_STATUSES,
     ACCOUNT_TIERS,
     accounts,
+    channel_secrets,
     credentials,
     new_id,
     oauth_flows,
@@ -297,7 +299,7 @@ def rows_to_rewrap(conn: Connection, older: Sequence[str]) -> int:
     if not older:
         return 0
     total = 0
-    for table in (credentials, oauth_flows, webhook_secrets):
+    for table in (credentials, oauth_flows, webhook_secrets, channel_secrets):
         total += int(conn.execute(select(func.count()).where(table.c.key_id.in_(list(older)))).scalar_one())
     return total
 
@@ -371,6 +373,8 @@ def rewrap_batch(vault: Vault, target: str, older: Sequence[str], limit: int) ->
             done += _rewrap_table(conn, vault, oauth_flows, target, older_ids, limit - done)
         if done < limit:
             done += rewrap_webhook_secrets(conn, vault, target, older_ids, limit - done)
+        if done < limit:
+            done += rewrap_channel_secrets(conn, vault, target, older_ids, limit - done)
         return done
 
     return write

@@ -33,7 +33,14 @@ from cosmogen.integrations.vault import (
     new_key,
 )
 from cosmogen.store.database import SQLITE_BEGIN, Database
-from cosmogen.store.tables import credentials, oauth_flows, utcnow, vault_keys, webhook_secrets
+from cosmogen.store.tables import (
+    channel_secrets,
+    credentials,
+    oauth_flows,
+    utcnow,
+    vault_keys,
+    webhook_secrets,
+)
 from cosmogen.store.writer import WriteFn
 
 T = TypeVar("T")
@@ -79,10 +86,10 @@ def read_key_records(conn: Connection) -> list[KeyRecord]:
 
 def key_usage(conn: Connection) -> dict[str, int]:
     """Rows per key id over every table holding wrapped keys (credentials, OAuth flows, webhook
-    signing secrets)."""
+    signing secrets, notification channels' secrets)."""
     usage: dict[str, int] = {}
     names = set(inspect(conn).get_table_names())
-    for table in (credentials, oauth_flows, webhook_secrets):
+    for table in (credentials, oauth_flows, webhook_secrets, channel_secrets):
         if table.name not in names:
             continue
         query = select(table.c.key_id, func.count()).group_by(table.c.key_id)

@@ -618,3 +618,123 @@ audit_log = Table(
     Column("details", json_type(), nullable=False),
     Index(None, "workspace_id", "at"),
 )
+
+# --- alerts and notifications (0016; domain/alerts.py, runtime/alerts.py) --------------------------
+
+ALERT_RULE_KINDS = (
+    "run_failed", "run_needs_attention", "token_refresh_failed", "grant_expiring", "error_rate",
+    "rate_limit_saturated",
+)  # fmt: skip
+CHANNEL_KINDS = ("webhook", "slack", "email")
+DELIVERY_KINDS = ("webhook", "slack", "email", "teams")
+DELIVERY_STATUSES = ("pending", "sent", "failed")
+
+alert_rules = Table(
+    "alert_rules",
+    metadata,
+    Column("id", Text, primary_key=True),
+    Column("workspace_id", Text, nullable=False),
+    Column("name", Text, nullable=False),
+    Column("kind", Text, nullable=False),
+    Column("universe_id", Text, nullable=True),  # NULL: every universe of the workspace
+    Column("params", json_type(), nullable=False),  # kind-specific: threshold, window_s, horizon_s...
+    Column("channel_ids", json_type(), nullable=False),  # notification_channels ids
+    Column("in_app", Boolean, nullable=False, server_default=true()),
+    Column("dedup_window_s", Integer, nullable=False),
+    Column("enabled", Boolean, nullable=False, server_default=true()),
+    _created(),
+    _updated(),
+    Index(None, "workspace_id"),
+    CheckConstraint(_in("kind", ALERT_RULE_KINDS), name="kind"),
+)
+
+notification_channels = Table(
+    "notification_channels",
+    metadata,
+    Column("id", Text, primary_key=True),
+    Column("workspace_id", Text, nullable=False),
+    Column("name", Text, nullable=False),
+    Column("kind", Text, nullable=False),
+    Column("config", json_type(), nullable=False),  # non-secret; secrets are in channel_secrets
+    _created(),
+    _updated(),
+    UniqueConstraint("workspace_id", "name"),
+    CheckConstraint(_in("kind", CHANNEL_KINDS), name="kind"),
+)
+
+channel_secrets = Table(
+    "channel_secrets",
+    metadata,
+    # A channel's secret (the SMTP password, a webhook's signing secret), sealed like a credential: the
+    # associated data binds the workspace, the channel and the field "alert_channel/<field>".
+    Column("channel_id", Text, ForeignKey("notification_channels.id", ondelete="CASCADE"), nullable=False),
+    Column("field", Text, nullable=False),
+    Column("ciphertext", LargeBinary, nullable=False),
+    Column("wrapped_key", LargeBinary, nullable=False),
+    Column("key_id", Text, nullable=False),
+    _created(),
+    PrimaryKeyConstraint("channel_id", "field"),
+    Index(None, "key_id"),
+)
+
+notifications = Table(
+    "notifications",
+    metadata,
+    # One alert: the in-app inbox row (when in_app) and the parent of its deliveries.
+    Column("id", Text, primary_key=True),
+    Column("workspace_id", Text, nullable=False),
+    Column("rule_id", Text, nullable=True),  # NULL: a launch's notify list, or a channel test
+    Column("launch_id", Text, nullable=True),
+    Column("kind", Text, nullable=False),  # a rule kind, run_finished or test
+    Column("dedup_key", Text, nullable=False),
+    Column("title", Text, nullable=False),
+    Column("body", Text, nullable=False),
+    Column("facts", json_type(), nullable=False),  # ids, names and codes; never a secret
+    Column("in_app", Boolean, nullable=False, server_default=true()),
+    Column("repeats", Integer, nullable=False, server_default="0"),  # suppressed within the window
+    _created(),
+    Column("last_seen_at", UTCDateTime(), nullable=False),
+    Column("read_at", UTCDateTime(), nullable=True),
+    Index(None, "workspace_id", "created_at"),
+)
+
+notification_deliveries = Table(
+    "notification_deliveries",
+    metadata,
+    Column("id", Text, primary_key=True),
+    Column("notification_id", Text, ForeignKey("notifications.id", ondelete="CASCADE"), nullable=False),
+    Column("channel_id", Text, nullable=True),  # NULL: a launch notify target without a channel
+    Column("kind", Text, nullable=False),
+    Column("target", Text, nullable=True),  # a launch notify target (address, Slack channel, URL)
+    Column("status", Text, nullable=False, server_default="pending"),
+    Column("attempts", Integer, nullable=False, server_default="0"),
+    Column("next_attempt_at", UTCDateTime(), nullable=True),
+    Column("lease_owner", Text, nullable=True),  # the process sending it now
+    Column("lease_until", UTCDateTime(), nullable=True),
+    Column("last_error", Text, nullable=True),  # what went wrong and what to do; never a secret
+    Column("sent_at", UTCDateTime(), nullable=True),
+    _created(),
+    Index(None, "notification_id"),
+    Index(None, "status", "next_attempt_at"),
+    CheckConstraint(_in("kind", DELIVERY_KINDS), name="kind"),
+    CheckConstraint(_in("status", DELIVERY_STATUSES), name="status"),
+)
+
+alert_dedup = Table(
+    "alert_dedup",
+    metadata,
+    # The last notification per dedup key: the primary key makes "one per window" hold across processes.
+    Column("workspace_id", Text, nullable=False),
+    Column("dedup_key", Text, nullable=False),
+    Column("notification_id", Text, nullable=False),
+    Column("sent_at", UTCDateTime(), nullable=False),
+    PrimaryKeyConstraint("workspace_id", "dedup_key"),
+)
+
+alert_marks = Table(
+    "alert_marks",
+    metadata,
+    # Conditions already handled, e.g. "run:<id>:failed": inserted once, so each is evaluated once.
+    Column("key", Text, primary_key=True),
+    _created(),
+)
