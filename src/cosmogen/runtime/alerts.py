@@ -96,8 +96,8 @@ class AlertDispatcher:
         """Handle every run that reached a status worth telling since the last look; returns how many."""
         since = self._now() - self._lookback
         found = await asyncio.to_thread(self._read, lambda c: store.finished_runs(c, since))
-        for row in found:
-            await self._writer.write(store.handle_run(row.id, row.status, self._now()))
+        if found:
+            await self._writer.write(store.handle_runs([(row.id, row.status) for row in found], self._now()))
         return len(found)
 
     async def _conditions_loop(self) -> float:
@@ -110,6 +110,8 @@ class AlertDispatcher:
         conditions = await asyncio.to_thread(self._read, lambda c: _conditions(c, now))
         for condition in conditions:
             await self._writer.write(store.raise_once(condition, now))
+        # Marks older than twice the look-back are of runs the run loop no longer reads.
+        await self._writer.write(store.purge_marks(now - 2 * self._lookback))
         return len(conditions)
 
     def _read(self, fn: Callable[[Connection], Any]) -> Any:

@@ -475,17 +475,38 @@ def raise_condition(conn: Connection, condition: alerts.Condition, now: datetime
 
 
 def finished_runs(conn: Connection, since: datetime, limit: int = 200) -> list[Any]:
-    """Runs that failed, need attention or ended since `since` and were not handled yet, oldest first."""
-    statuses = ["failed", "needs_attention", "succeeded", "cancelled"]
+    """Runs updated since `since`, not handled yet, that rules or a launch's `notify` may care about: every
+    failed or needs_attention run, and succeeded or cancelled runs of a launch; oldest first."""
     marked = select(alert_marks.c.key).where(alert_marks.c.key == ("run:" + runs.c.id + ":" + runs.c.status))
+    wanted = runs.c.status.in_(["failed", "needs_attention"]) | (
+        runs.c.status.in_(["succeeded", "cancelled"]) & runs.c.launch_id.is_not(None)
+    )
     return list(
         conn.execute(
             select(runs.c.id, runs.c.status, runs.c.updated_at)
-            .where(runs.c.status.in_(statuses), runs.c.updated_at >= since, ~marked.exists())
+            .where(wanted, runs.c.updated_at >= since, ~marked.exists())
             .order_by(runs.c.updated_at, runs.c.id)
             .limit(limit)
         ).all()
     )
+
+
+def handle_runs(found: Sequence[tuple[str, str]], now: datetime) -> WriteFn[list[str]]:
+    """`handle_run` for each (run id, status), in one transaction (one commit for a page of runs)."""
+
+    def write(conn: Connection) -> list[str]:
+        return [made for run_id, status in found for made in handle_run(run_id, status, now)(conn)]
+
+    return write
+
+
+def purge_marks(before: datetime) -> WriteFn[int]:
+    """Forget marks made before `before`: their runs are older than the dispatcher's look-back."""
+
+    def write(conn: Connection) -> int:
+        return int(conn.execute(delete(alert_marks).where(alert_marks.c.created_at < before)).rowcount or 0)
+
+    return write
 
 
 def handle_run(run_id: str, status: str, now: datetime) -> WriteFn[list[str]]:

@@ -23,6 +23,7 @@ from cosmogen.store.tables import channel_secrets, notification_deliveries, noti
 from cosmogen.testing.builders import document
 
 T0 = datetime(2030, 1, 1, tzinfo=UTC)
+LONG_AGO = datetime(2020, 1, 1, tzinfo=UTC)  # runs are stamped with the wall clock
 PASSWORD = "smtp-secret-canary-91f2"  # noqa: S105 (a canary)
 
 
@@ -125,10 +126,25 @@ def test_a_failure_is_handled_once_across_writers_and_deduplicated(
         rows = conn.execute(select(notifications)).all()
         assert len(rows) == 1 and rows[0].repeats == 1 and rows[0].facts["run_id"] == first
         assert conn.execute(select(func.count()).select_from(notification_deliveries)).scalar_one() == 1
-        assert store.finished_runs(conn, T0 - timedelta(days=1)) == []  # both runs are marked
-    # After the window a repeat notifies again.
+        assert store.finished_runs(conn, LONG_AGO) == []  # both runs are marked
+    # After the window a repeat notifies again (handled in a page, as the dispatcher does).
     later = _failed_run(writer)
-    assert len(writer.submit(store.handle_run(later, "failed", T0 + timedelta(seconds=600))).result()) == 1
+    with db.engine.connect() as conn:
+        assert [(r.id, r.status) for r in store.finished_runs(conn, LONG_AGO)] == [(later, "failed")]
+    made = writer.submit(store.handle_runs([(later, "failed")], T0 + timedelta(seconds=600))).result()
+    assert len(made) == 1
+    # A run that succeeded outside any launch concerns no rule and no notify list: it is not even read.
+    done = _failed_run(writer)
+    writer.submit(
+        lambda conn: conn.execute(update(runs).where(runs.c.id == done).values(status="succeeded"))
+    ).result()
+    with db.engine.connect() as conn:
+        assert store.finished_runs(conn, LONG_AGO) == []
+    # Marks are forgotten once their runs are past the look-back.
+    assert writer.submit(store.purge_marks(T0 + timedelta(seconds=1))).result() == 1
+    assert writer.submit(store.purge_marks(T0 + timedelta(seconds=601))).result() == 2
+    with db.engine.connect() as conn:
+        assert len(store.finished_runs(conn, LONG_AGO)) == 3  # read again: a dispatcher looking that far back
 
 
 def test_deliveries_are_leased_retried_and_given_up(db: Database, writer: GroupCommitWriter) -> None:
