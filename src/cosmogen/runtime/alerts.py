@@ -105,14 +105,24 @@ class AlertDispatcher:
         return self._conditions_every_s
 
     async def scan_conditions(self) -> int:
-        """Raise the account, error-rate and saturation conditions seen now; returns how many were seen."""
+        """Raise the account, error-rate and saturation conditions seen now that are due (not notified
+        within their rule's window); returns how many. A condition that persists inside its window is not
+        counted as a repeat: `repeats` counts runs."""
         now = self._now()
-        conditions = await asyncio.to_thread(self._read, lambda c: _conditions(c, now))
-        for condition in conditions:
+        old = now - 2 * self._lookback  # marks older than this are of runs the run loop no longer reads
+
+        def look(conn: Connection) -> tuple[list[alerts.Condition], bool]:
+            seen = _conditions(conn, now)
+            return [c for c in seen if store.is_due(conn, c, now)], store.any_marks_before(conn, old)
+
+        # Reads first, writes only for what is due: an idle or steady server does not write every round
+        # (on SQLite every write takes the one write lock).
+        due, stale = await asyncio.to_thread(self._read, look)
+        for condition in due:
             await self._writer.write(store.raise_once(condition, now))
-        # Marks older than twice the look-back are of runs the run loop no longer reads.
-        await self._writer.write(store.purge_marks(now - 2 * self._lookback))
-        return len(conditions)
+        if stale:
+            await self._writer.write(store.purge_marks(old))
+        return len(due)
 
     def _read(self, fn: Callable[[Connection], Any]) -> Any:
         with self._db.engine.connect() as conn:
@@ -126,6 +136,8 @@ class AlertDispatcher:
 
     async def deliver_due(self) -> int:
         """Send the deliveries due now (those this process leased); returns how many were tried."""
+        if not await asyncio.to_thread(self._read, lambda c: store.any_due(c, self._now())):
+            return 0  # a read, so an idle server takes no write lock every round
         due = await self._writer.write(store.claim_due(self._owner, self._now(), self._lease))
         for delivery in due:
             error = None

@@ -500,6 +500,28 @@ def handle_runs(found: Sequence[tuple[str, str]], now: datetime) -> WriteFn[list
     return write
 
 
+def any_due(conn: Connection, now: datetime) -> bool:
+    """Whether a delivery is due and free (a read before `claim_due`'s write)."""
+    d = notification_deliveries
+    found = conn.execute(
+        select(d.c.id)
+        .where(
+            d.c.status == "pending",
+            d.c.next_attempt_at <= now,
+            (d.c.lease_until.is_(None)) | (d.c.lease_until < now),
+        )
+        .limit(1)
+    ).first()
+    return found is not None
+
+
+def any_marks_before(conn: Connection, before: datetime) -> bool:
+    return (
+        conn.execute(select(alert_marks.c.key).where(alert_marks.c.created_at < before).limit(1)).first()
+        is not None
+    )
+
+
 def purge_marks(before: datetime) -> WriteFn[int]:
     """Forget marks made before `before`: their runs are older than the dispatcher's look-back."""
 
@@ -587,6 +609,23 @@ def _launch_notify(conn: Connection, row: Any, status: str, now: datetime) -> li
             launch_id=row.launch_id,
         )
     ]
+
+
+def is_due(conn: Connection, condition: alerts.Condition, now: datetime) -> bool:
+    """Whether `raise_condition` would notify any rule now (a read: the dispatcher skips the write for a
+    condition that persists inside its window, so a steady condition does not write every round)."""
+    rules = [r.rule for r in list_rules(conn, condition.workspace_id, [condition.kind.value])]
+    for rule in alerts.matching_rules(rules, condition):
+        sent = conn.execute(
+            select(alert_dedup.c.sent_at, alert_dedup.c.notification_id).where(
+                alert_dedup.c.workspace_id == condition.workspace_id,
+                alert_dedup.c.dedup_key == alerts.dedup_key(rule.id, condition),
+            )
+        ).first()
+        last = None if sent is None or sent.notification_id == "" else sent.sent_at
+        if alerts.should_notify(last, now, rule.dedup_window_s):
+            return True
+    return False
 
 
 def raise_once(condition: alerts.Condition, now: datetime) -> WriteFn[list[str]]:

@@ -12,7 +12,6 @@ email, the provider simulator for Slack (an OAuth account it granted).
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import hmac
 import json
@@ -497,10 +496,9 @@ def test_conditions_raise_notifications(served: tuple[str, Path | str, str], sim
     eventually(
         lambda: kinds() == ["error_rate", "rate_limit_saturated", "token_refresh_failed"], "three notices"
     )
-    asyncio.run(asyncio.sleep(1.0))  # more rounds see the same conditions: still one each (repeats counted)
+    time.sleep(1.0)  # more rounds see the same conditions: still one each
     items = inbox(api, editor)["items"]
     assert sorted(i["kind"] for i in items) == ["error_rate", "rate_limit_saturated", "token_refresh_failed"]
-    assert all(i["repeats"] >= 1 for i in items)
     by_kind = {i["kind"]: i for i in items}
     assert by_kind["token_refresh_failed"]["facts"]["account_id"] == account_id
     assert by_kind["rate_limit_saturated"]["facts"]["key"] == f"slack:{account_id}"

@@ -127,6 +127,20 @@ def test_a_failure_is_handled_once_across_writers_and_deduplicated(
         assert len(rows) == 1 and rows[0].repeats == 1 and rows[0].facts["run_id"] == first
         assert conn.execute(select(func.count()).select_from(notification_deliveries)).scalar_one() == 1
         assert store.finished_runs(conn, LONG_AGO) == []  # both runs are marked
+        facts = rows[0].facts
+        same = alerts.run_condition(
+            "failed",
+            workspace_id="default",
+            run_id="r",
+            universe_id=facts["universe_id"],
+            universe_name="billing",
+            error={"kind": "provider"},
+            launch_id=None,
+        )
+        assert same is not None
+        assert not store.is_due(conn, same, T0 + timedelta(seconds=599))  # the read that spares a write
+        assert store.is_due(conn, same, T0 + timedelta(seconds=600))
+        assert not store.any_due(conn, T0 - timedelta(seconds=1)) and store.any_due(conn, T0)
     # After the window a repeat notifies again (handled in a page, as the dispatcher does).
     later = _failed_run(writer)
     with db.engine.connect() as conn:
