@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Connection, delete, select, update
+from sqlalchemy import Connection, case, delete, func, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
@@ -475,16 +475,42 @@ def raise_condition(conn: Connection, condition: alerts.Condition, now: datetime
 
 
 def finished_runs(conn: Connection, since: datetime, limit: int = 200) -> list[Any]:
-    """Runs updated since `since`, not handled yet, that rules or a launch's `notify` may care about: every
-    failed or needs_attention run, and succeeded or cancelled runs of a launch; oldest first."""
+    """Runs updated since `since`, not handled yet, that something cares about, oldest first: a failed or
+    needs_attention run when its workspace has an enabled rule of that kind made before the run changed
+    (a new rule does not replay the past hour), and an ended run of a launch with a `notify` list. Runs
+    nobody cares about are never marked, so a workspace without rules and notify lists costs no writes."""
     marked = select(alert_marks.c.key).where(alert_marks.c.key == ("run:" + runs.c.id + ":" + runs.c.status))
-    wanted = runs.c.status.in_(["failed", "needs_attention"]) | (
-        runs.c.status.in_(["succeeded", "cancelled"]) & runs.c.launch_id.is_not(None)
+    kind = case(
+        (runs.c.status == "failed", alerts.RuleKind.RUN_FAILED.value),
+        else_=alerts.RuleKind.RUN_NEEDS_ATTENTION.value,
+    )
+    ruled = (
+        select(alert_rules.c.id)
+        .where(
+            alert_rules.c.workspace_id == universes.c.workspace_id,
+            alert_rules.c.enabled.is_(True),
+            alert_rules.c.kind == kind,
+            alert_rules.c.created_at <= runs.c.updated_at,
+        )
+        .exists()
+    )
+    config = launches.c.config
+    if conn.dialect.name == "postgresql":
+        notify_count = func.jsonb_array_length(config.op("->")("notify"))
+    else:
+        notify_count = func.json_array_length(config, "$.notify")
+    wanted = (runs.c.status.in_(["failed", "needs_attention"]) & ruled) | (
+        runs.c.status.in_(sorted(alerts.FINISHED_RUN_STATUSES)) & (func.coalesce(notify_count, 0) > 0)
     )
     return list(
         conn.execute(
             select(runs.c.id, runs.c.status, runs.c.updated_at)
-            .where(wanted, runs.c.updated_at >= since, ~marked.exists())
+            .select_from(
+                runs.join(universes, universes.c.id == runs.c.universe_id).outerjoin(
+                    launches, launches.c.id == runs.c.launch_id
+                )
+            )
+            .where(runs.c.updated_at >= since, wanted, ~marked.exists())
             .order_by(runs.c.updated_at, runs.c.id)
             .limit(limit)
         ).all()

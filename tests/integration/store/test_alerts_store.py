@@ -102,7 +102,7 @@ def test_a_failure_is_handled_once_across_writers_and_deduplicated(
     hook = alerts.parse_channel("webhook", {"url": "https://hooks.example.com/x"})
     channel = writer.submit(store.create_channel("default", "hook", hook, {}, None, T0)).result()
     rule = alerts.parse_rule(new_id(), "run_failed", channel_ids=[channel.id], dedup_window_s=600)
-    writer.submit(store.create_rule("default", "failures", rule, T0)).result()
+    writer.submit(store.create_rule("default", "failures", rule, LONG_AGO)).result()
     first = _failed_run(writer)
     second_writer = GroupCommitWriter(db)  # another process's writer
     try:
@@ -165,7 +165,7 @@ def test_deliveries_are_leased_retried_and_given_up(db: Database, writer: GroupC
     hook = alerts.parse_channel("webhook", {"url": "https://hooks.example.com/x"})
     channel = writer.submit(store.create_channel("default", "hook", hook, {}, None, T0)).result()
     rule = alerts.parse_rule(new_id(), "run_failed", channel_ids=[channel.id], dedup_window_s=0)
-    writer.submit(store.create_rule("default", "failures", rule, T0)).result()
+    writer.submit(store.create_rule("default", "failures", rule, LONG_AGO)).result()
     writer.submit(store.handle_run(_failed_run(writer), "failed", T0)).result()
     lease = timedelta(seconds=60)
     (due,) = writer.submit(store.claim_due("a", T0, lease)).result()
@@ -199,3 +199,25 @@ def test_deliveries_are_leased_retried_and_given_up(db: Database, writer: GroupC
         "HTTP 500; check its logs",
     )
     assert writer.submit(store.claim_due("d", now + timedelta(days=1), lease)).result() == []
+
+
+def test_only_runs_something_cares_about_are_read(db: Database, writer: GroupCommitWriter) -> None:
+    failed = _failed_run(writer)
+    with db.engine.connect() as conn:
+        assert store.finished_runs(conn, LONG_AGO) == []  # no rule: not read, never marked
+    # A rule made after the failure does not replay it; one older than the failure covers it.
+    late = alerts.parse_rule(new_id(), "run_failed")
+    writer.submit(
+        store.create_rule("default", "late", late, datetime.now(UTC) + timedelta(seconds=5))
+    ).result()
+    with db.engine.connect() as conn:
+        assert store.finished_runs(conn, LONG_AGO) == []
+    attention = alerts.parse_rule(new_id(), "run_needs_attention")
+    writer.submit(store.create_rule("default", "attention", attention, LONG_AGO)).result()
+    with db.engine.connect() as conn:
+        assert store.finished_runs(conn, LONG_AGO) == []  # a rule of another kind
+    early = alerts.parse_rule(new_id(), "run_failed")
+    writer.submit(store.create_rule("default", "early", early, LONG_AGO)).result()
+    with db.engine.connect() as conn:
+        assert [r.id for r in store.finished_runs(conn, LONG_AGO)] == [failed]
+        assert store.finished_runs(conn, datetime.now(UTC) + timedelta(hours=1)) == []  # past the look-back
