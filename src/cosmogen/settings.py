@@ -7,6 +7,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+from cosmogen.domain.backup import BackupPolicy, policy_from_env
 from cosmogen.integrations.egress import EgressPolicy
 from cosmogen.integrations.secret import Secret
 from cosmogen.runtime.executor import CRASH_POINTS
@@ -32,6 +33,8 @@ class Settings:
     # `serve` starts the provider simulator and keeps sandbox accounts on it (runtime/sandbox.py).
     sandbox: bool = False
     run_quota: int = 200  # COSMOGEN_RUN_QUOTA: unfinished runs per workspace before the API answers 429
+    # COSMOGEN_BACKUP_DIR / _EVERY / _KEEP: scheduled backups taken by `serve` (None: off).
+    backups: BackupPolicy | None = None
 
     @classmethod
     def from_env(
@@ -76,6 +79,10 @@ class Settings:
             raise SettingsError(
                 f"COSMOGEN_RUN_QUOTA must be a whole number of runs, 1 or more, not {quota_text!r}"
             )
+        try:
+            backups = policy_from_env(env)
+        except ValueError as exc:
+            raise SettingsError(str(exc)) from None
         port_text = str(port) if port is not None else env.get("COSMOGEN_PORT", "8420")
         if not port_text.isdigit() or not 0 < int(port_text) < 65536:
             raise SettingsError(f"COSMOGEN_PORT must be a port number, not {port_text!r}")
@@ -99,6 +106,7 @@ class Settings:
             vault_keys=Secret(env["COSMOGEN_VAULT_KEYS"]) if env.get("COSMOGEN_VAULT_KEYS") else None,
             sandbox=sandbox,
             run_quota=int(quota_text),
+            backups=backups,
         )
 
     def runtime(self) -> RuntimeSettings:

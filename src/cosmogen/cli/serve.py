@@ -13,6 +13,7 @@ from cosmogen.api.app import create_app
 from cosmogen.cli.loading import EXIT_INVALID
 from cosmogen.domain.request_rate import Buckets, RatePolicy
 from cosmogen.integrations.vault import VaultError
+from cosmogen.runtime.backups import BackupSchedule
 from cosmogen.runtime.ownership import DataDirBusy
 from cosmogen.runtime.service import Runtime, UnsafeDatabase, check_vault_keys
 from cosmogen.settings import Settings, SettingsError
@@ -69,6 +70,8 @@ def serve_command(
     async def open_runtime() -> Runtime:
         runtime = await _open_runtime()
         await _offer_setup(runtime, settings)
+        if settings.backups is not None:
+            app.state.backups = _start_backups(runtime, settings)
         return runtime
 
     async def _open_runtime() -> Runtime:
@@ -88,6 +91,8 @@ def serve_command(
     except VaultError as exc:
         click.echo(f"error: {exc}", err=True)
         sys.exit(EXIT_INVALID)
+    if settings.backups is not None:
+        _check_backups(settings)
     app = create_app(open_runtime)
     app.state.request_rate = Buckets(RatePolicy(per_minute=per_minute, burst=max(10, per_minute // 6)))
     where = "PostgreSQL" if settings.database_url else settings.data_dir
@@ -104,6 +109,48 @@ def serve_command(
         timeout_graceful_shutdown=5,
         ws_max_size=1 << 20,  # a client frame over 1 MiB is closed with 1009 before it is buffered
     )
+
+
+def _check_backups(settings: Settings) -> None:
+    """Scheduled backups that could never work stop start-up, rather than failing every few hours."""
+    from cosmogen.store.backup import BackupError, find_tool
+
+    assert settings.backups is not None
+    directory = settings.backups.directory
+    try:
+        directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+        if settings.database_url is not None:
+            find_tool("pg_dump")
+    except OSError as exc:
+        click.echo(f"error: COSMOGEN_BACKUP_DIR: cannot create {directory}: {exc.strerror}", err=True)
+        sys.exit(EXIT_INVALID)
+    except BackupError as exc:
+        click.echo(f"error: COSMOGEN_BACKUP_DIR is set, but {exc}", err=True)
+        sys.exit(EXIT_INVALID)
+
+
+def _start_backups(runtime: Runtime, settings: Settings) -> BackupSchedule:
+    """Scheduled backups beside the runtime, stopped with it (runtime/backups.py)."""
+    from cosmogen.store.tables import utcnow
+
+    assert settings.backups is not None
+    schedule = BackupSchedule(
+        settings.backups,
+        data_dir=settings.data_dir,
+        database_url=settings.database_url,
+        clock=utcnow,
+        hooks=runtime.telemetry,
+    )
+    schedule.start()
+    runtime.on_close(schedule.close)
+    every = settings.backups.every_s
+    log.info(
+        "scheduled backups: every %gs into %s, keeping %d",
+        every,
+        settings.backups.directory,
+        settings.backups.keep,
+    )
+    return schedule
 
 
 async def _offer_setup(runtime: Runtime, settings: Settings) -> None:

@@ -49,5 +49,8 @@ class Hooks:
         """The live feed handed an event to its subscribers this long after the journal wrote it (so
         including the group commit; the WebSocket send after it is not counted)."""
 
+    def backup_finished(self, ok: bool, seconds: float) -> None:
+        """A scheduled backup (runtime/backups.py) was written, or failed (`ok` False)."""
+
     def watch(self, in_flight: Callable[[], int], runs_by_status: Callable[[], Mapping[str, int]]) -> None:
         """The runtime offers gauges read at scrape time: its runs in flight, and all runs by status."""

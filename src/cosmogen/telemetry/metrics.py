@@ -159,6 +159,14 @@ class Metrics(Hooks):
             buckets=_DURATIONS,
             registry=r,
         )
+        self.backups = Counter(
+            "cosmogen_backups", "Scheduled backups taken, by outcome (ok, failed)", ["outcome"], registry=r
+        )
+        self.backup_last_success = Gauge(
+            "cosmogen_backup_last_success_timestamp_seconds",
+            "Unix time of the last scheduled backup that was written",
+            registry=r,
+        )
 
         # Labelled children, looked up once: `labels()` costs more than the update itself.
         self._finished: dict[str, Any] = {}
@@ -207,6 +215,11 @@ class Metrics(Hooks):
 
     def stream_lag(self, seconds: float) -> None:
         self.lag_seconds.observe(seconds)
+
+    def backup_finished(self, ok: bool, seconds: float) -> None:
+        self.backups.labels("ok" if ok else "failed").inc()
+        if ok:
+            self.backup_last_success.set_to_current_time()
 
     def watch(self, in_flight: Callable[[], int], runs_by_status: Callable[[], Mapping[str, int]]) -> None:
         self._gauges.in_flight = in_flight

@@ -38,6 +38,10 @@ async def healthz(request: Request) -> Any:
 @router.get("/readyz", summary="Readiness: the database answers and the runtime is not shutting down")
 async def readyz(request: Request) -> Any:
     runtime: Runtime = request.app.state.runtime
+    # Scheduled backups (runtime/backups.py) are reported, not gating: a failing one does not stop
+    # the process taking work, but it shows here ("failing", the last error) and in /metrics.
+    schedule = getattr(request.app.state, "backups", None)
+    extra = {"backups": schedule.status()} if schedule is not None else {}
     if runtime.draining or not _database_answers(runtime):
-        return JSONResponse({"status": "not_ready"}, status_code=503)
-    return {"status": "ready"}
+        return JSONResponse({"status": "not_ready", **extra}, status_code=503)
+    return {"status": "ready", **extra}
