@@ -184,10 +184,19 @@ def update_channel(
 
 
 def delete_channel(workspace: str, channel_id: str) -> WriteFn[None]:
+    """The channel and its secrets; rules that listed it no longer do (their other channels stay)."""
+
     def write(conn: Connection) -> None:
         get_channel(conn, workspace, channel_id)
         conn.execute(delete(channel_secrets).where(channel_secrets.c.channel_id == channel_id))
         conn.execute(delete(notification_channels).where(notification_channels.c.id == channel_id))
+        rows = conn.execute(
+            select(alert_rules.c.id, alert_rules.c.channel_ids).where(alert_rules.c.workspace_id == workspace)
+        )
+        for row in rows.all():
+            if channel_id in row.channel_ids:
+                kept = [c for c in row.channel_ids if c != channel_id]
+                conn.execute(update(alert_rules).where(alert_rules.c.id == row.id).values(channel_ids=kept))
 
     return write
 

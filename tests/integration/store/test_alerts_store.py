@@ -191,7 +191,10 @@ def test_deliveries_are_leased_retried_and_given_up(db: Database, writer: GroupC
             owner = "c"
         else:
             assert status is alerts.DeliveryStatus.FAILED
+    # Deleting the channel takes it off the rule that listed it.
+    writer.submit(store.delete_channel("default", channel.id)).result()
     with db.engine.connect() as conn:
+        assert store.get_rule(conn, "default", rule.id).rule.channel_ids == ()
         row = conn.execute(select(notification_deliveries)).one()
     assert (row.status, row.attempts, row.last_error) == (
         "failed",
