@@ -48,7 +48,7 @@ bench: $(STAMP)
 
 # Regenerate the lock after changing dependencies in pyproject.toml.
 lock: $(STAMP)
-	$(BIN)/uv pip compile pyproject.toml --extra dev --generate-hashes --python-version 3.11 --universal -o requirements.lock
+	$(BIN)/uv pip compile pyproject.toml --extra dev --extra otel --generate-hashes --python-version 3.11 --universal -o requirements.lock
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

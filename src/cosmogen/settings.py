@@ -12,6 +12,7 @@ from cosmogen.integrations.egress import EgressPolicy
 from cosmogen.integrations.secret import Secret
 from cosmogen.runtime.executor import CRASH_POINTS
 from cosmogen.runtime.service import RuntimeSettings
+from cosmogen.telemetry.tracing import TracingSettingError, check_endpoint
 
 
 class SettingsError(ValueError):
@@ -32,6 +33,8 @@ class Settings:
     vault_keys: Secret | None = None
     # `serve` starts the provider simulator and keeps sandbox accounts on it (runtime/sandbox.py).
     sandbox: bool = False
+    # COSMOGEN_OTEL_ENDPOINT: where to export traces over OTLP/HTTP (telemetry/tracing.py); None: none.
+    otel_endpoint: str | None = None
     run_quota: int = 200  # COSMOGEN_RUN_QUOTA: unfinished runs per workspace before the API answers 429
     # COSMOGEN_BACKUP_DIR / _EVERY / _KEEP: scheduled backups taken by `serve` (None: off).
     backups: BackupPolicy | None = None
@@ -83,6 +86,10 @@ class Settings:
             backups = policy_from_env(env)
         except ValueError as exc:
             raise SettingsError(str(exc)) from None
+        try:
+            otel_endpoint = check_endpoint(env.get("COSMOGEN_OTEL_ENDPOINT"))
+        except TracingSettingError as exc:
+            raise SettingsError(str(exc)) from None
         port_text = str(port) if port is not None else env.get("COSMOGEN_PORT", "8420")
         if not port_text.isdigit() or not 0 < int(port_text) < 65536:
             raise SettingsError(f"COSMOGEN_PORT must be a port number, not {port_text!r}")
@@ -105,6 +112,7 @@ class Settings:
             worker_dead_after_s=dead_after,
             vault_keys=Secret(env["COSMOGEN_VAULT_KEYS"]) if env.get("COSMOGEN_VAULT_KEYS") else None,
             sandbox=sandbox,
+            otel_endpoint=otel_endpoint,
             run_quota=int(quota_text),
             backups=backups,
         )
@@ -119,6 +127,7 @@ class Settings:
             worker_dead_after_s=self.worker_dead_after_s,
             vault_keys=self.vault_keys,
             run_quota=self.run_quota,
+            otel_endpoint=self.otel_endpoint,
         )
 
 

@@ -69,6 +69,7 @@ from cosmogen.runtime.journal import EffectRecord, EventLog, RunRecord
 from cosmogen.store import Database, GroupCommitWriter, repos
 from cosmogen.store.tables import universes
 from cosmogen.telemetry.hooks import Hooks, status_class
+from cosmogen.telemetry.tracing import Tracer
 
 logger = logging.getLogger(__name__)  # `log` is a run's event log in this module
 
@@ -175,6 +176,8 @@ class Executor:
     provider_timeout_s: float = 60.0
     # Metrics (telemetry/hooks.py): no-ops unless the composition root hands in a `Metrics`.
     telemetry: Hooks = field(default_factory=Hooks)
+    # Spans for runs, nodes and calls (telemetry/tracing.py): no-ops unless traces were asked for.
+    tracer: Tracer = field(default_factory=Tracer)
     _plans: OrderedDict[str, Plan] = field(default_factory=OrderedDict)
 
     async def execute(
@@ -185,6 +188,14 @@ class Executor:
         `fresh`: the record of a run this process has just created already started (journal.create_run
         with claimed_by): nothing to read back and no separate start to commit.
         """
+        with self.tracer.span("run", {"cosmogen.run.id": run_id}) as span:
+            status = await self._execute(run_id, fresh=fresh, job_id=job_id)
+            span.set("cosmogen.run.status", status.value)
+            if status in (RunStatus.FAILED, RunStatus.NEEDS_ATTENTION):
+                span.fail(f"the run ended {status.value}")
+            return status
+
+    async def _execute(self, run_id: str, *, fresh: RunRecord | None, job_id: int | None) -> RunStatus:
         started = time.perf_counter()
         if fresh is not None and fresh.parent_run_id is None:
             record, retry = fresh, None
@@ -248,24 +259,39 @@ class Executor:
             step = plan.steps[index]
             outside = None if entry is None else entry.skip_reason(step.id)
             # Outside the entry scope a node is not applied and its bindings never run (not even `always`).
-            outcome = apply(state, plan, step) if outside is None else skip_node(state, step, outside)
-            if step.bindings and outside is None:
-                stop = await self._bindings(run, step, outcome, state)
-                if isinstance(stop, _Stop):
-                    await self.writer.write(
-                        journal.transition(
-                            run_id, RunStatus.NEEDS_ATTENTION, log, error=stop.error, attempt=record.attempt
+            attributes = {"cosmogen.node.id": step.id, "cosmogen.node.type": step.node.type}
+            with self.tracer.span(f"node {step.id}", attributes) as node_span:
+                outcome = apply(state, plan, step) if outside is None else skip_node(state, step, outside)
+                if step.bindings and outside is None:
+                    stop = await self._bindings(run, step, outcome, state)
+                    if isinstance(stop, _Stop):
+                        await self.writer.write(
+                            journal.transition(
+                                run_id,
+                                RunStatus.NEEDS_ATTENTION,
+                                log,
+                                error=stop.error,
+                                attempt=record.attempt,
+                            )
                         )
-                    )
-                    return self._stopped(RunStatus.NEEDS_ATTENTION, started)
-                outcome = stop
-            results.append(_result_row(step, index, outcome, state))
-            shown: dict[str, Any] = {"output": redact_body(state.outputs.get(step.id))} if run.verbose else {}
-            log.add(
-                "node.finished", node=step.id, status=outcome.status, reason=outcome.reason or None, **shown
-            )
-            self.on_node(run_id, step.id)
-            self.telemetry.node_finished(time.perf_counter() - node_began)
+                        return self._stopped(RunStatus.NEEDS_ATTENTION, started)
+                    outcome = stop
+                results.append(_result_row(step, index, outcome, state))
+                shown: dict[str, Any] = (
+                    {"output": redact_body(state.outputs.get(step.id))} if run.verbose else {}
+                )
+                log.add(
+                    "node.finished",
+                    node=step.id,
+                    status=outcome.status,
+                    reason=outcome.reason or None,
+                    **shown,
+                )
+                node_span.set("cosmogen.node.status", outcome.status)
+                if outcome.status == "error":
+                    node_span.fail(outcome.reason or "the node failed")
+                self.on_node(run_id, step.id)
+                self.telemetry.node_finished(time.perf_counter() - node_began)
             index += 1
             since_checkpoint += 1
             last = index == len(plan.steps)
@@ -610,19 +636,40 @@ class Executor:
             shown_waits.append(asyncio.ensure_future(write))
 
         began = time.perf_counter()
+        traced = {
+            "cosmogen.binding": spec.name,
+            "cosmogen.provider": spec.provider,
+            "cosmogen.capability": spec.capability,
+            "http.request.method": request.method,
+            "url.full": redact_url(request.url),
+        }
         try:
             throttle = (
                 Throttle.for_limit(self.limiter, spec.limit, on_wait)
                 if self.limiter is not None and spec.limit is not None
                 else None
             )
-            response = await self.http.send(
-                request,
-                idempotency_key=key,
-                key_header=spec.key_header,
-                throttle=throttle,
-                safe_to_repeat=spec.safe_to_repeat,
-            )
+            with self.tracer.span(f"call {spec.capability}", traced) as call_span:
+                try:
+                    response = await self.http.send(
+                        request,
+                        idempotency_key=key,
+                        key_header=spec.key_header,
+                        throttle=throttle,
+                        safe_to_repeat=spec.safe_to_repeat,
+                    )
+                except HttpCallError as exc:
+                    call_span.set("cosmogen.attempts", exc.attempts)
+                    if exc.status is not None:
+                        call_span.set("http.response.status_code", exc.status)
+                    call_span.fail(
+                        f"HTTP {exc.status}" if exc.status is not None else f"{exc.kind}: no answer"
+                    )
+                    raise
+                call_span.set("http.response.status_code", response.status)
+                call_span.set("cosmogen.attempts", response.attempts)
+                if response.status >= 400:
+                    call_span.fail(f"HTTP {response.status}")
         except HttpCallError as exc:
             # Failures keep the shape of a success, so later nodes can read `status` and `body` either way.
             result: dict[str, Any] = {

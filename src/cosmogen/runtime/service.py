@@ -38,6 +38,7 @@ from cosmogen.runtime.queue import WorkerOptions
 from cosmogen.store import Database, GroupCommitWriter, migrate, new_id, repos
 from cosmogen.store.tables import runs, utcnow
 from cosmogen.telemetry.hooks import Hooks
+from cosmogen.telemetry.tracing import Tracer, open_tracer
 
 log = logging.getLogger(__name__)
 
@@ -62,6 +63,8 @@ class RuntimeSettings:
     token_refresh: RefreshPolicy = field(default_factory=RefreshPolicy)
     # Unfinished runs one workspace may have; the API answers 429 past it (COSMOGEN_RUN_QUOTA).
     run_quota: int = 200
+    # OTLP/HTTP traces URL (COSMOGEN_OTEL_ENDPOINT): spans for runs, nodes and calls (telemetry/tracing.py).
+    otel_endpoint: str | None = None
 
     def worker_options(self, **overrides: Any) -> WorkerOptions:
         beat = self.worker_dead_after_s / 5
@@ -112,10 +115,12 @@ class Runtime:
         http: HttpClient,
         lock: DataDirLock | None = None,
         telemetry: Hooks | None = None,
+        tracer: Tracer | None = None,
     ) -> None:
         self.settings = settings
         # Metrics hooks (telemetry/): no-ops unless the composition root passes a `Metrics`.
         self.telemetry = telemetry or Hooks()
+        self.tracer = tracer or Tracer()  # spans: none unless traces were asked for
         self._lock = lock
         self.db = db
         self.writer = writer
@@ -154,6 +159,7 @@ class Runtime:
             limiter=RateLimiter(db),
             workspace=settings.workspace,
             telemetry=self.telemetry,
+            tracer=self.tracer,
         )
         self.telemetry.watch(lambda: self.in_flight, self._runs_by_status)
         self._slots = asyncio.Semaphore(settings.concurrency)
@@ -180,8 +186,9 @@ class Runtime:
 
     @classmethod
     async def open(
-        cls, settings: RuntimeSettings, *, vault_at_start: bool = False, telemetry: Hooks | None = None
-    ) -> Runtime:
+        cls, settings: RuntimeSettings, *, vault_at_start: bool = False, telemetry: Hooks | None = None,
+        tracer: Tracer | None = None,
+    ) -> Runtime:  # fmt: skip
         """Open the store (migrating it) and take ownership; raises DataDirBusy if another process has it.
 
         `vault_at_start` (serve, worker): when the database holds encrypted rows or vault keys, the keyring
@@ -208,10 +215,18 @@ class Runtime:
             if lock is not None:
                 lock.release()
             raise
+        if tracer is None:
+            try:
+                tracer = open_tracer(settings.otel_endpoint)
+            except BaseException:
+                db.close()
+                if lock is not None:
+                    lock.release()
+                raise
         writer = GroupCommitWriter(db, on_commit=telemetry.commit if telemetry is not None else None)
         http = HttpClient(settings.egress)
         await http.start()
-        runtime = cls(settings, db, writer, http, lock, telemetry)
+        runtime = cls(settings, db, writer, http, lock, telemetry, tracer)
         runtime._vault = vault
         return runtime
 
@@ -244,6 +259,7 @@ class Runtime:
         if self.executor.limiter is not None:
             self.executor.limiter.close()
         await asyncio.to_thread(self.writer.close)
+        await asyncio.to_thread(self.tracer.close)  # exports the spans still buffered
         self._closed = True
         self.db.close()
         if self._lock is not None:

@@ -4,6 +4,7 @@ steps, a launch's binding override, and an echoed credential that must not reach
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 from collections.abc import Iterator
@@ -292,3 +293,77 @@ def test_each_calls_outcome_event_shows_what_a_dashboard_needs(
     assert (post["provider"], post["capability"], post["attempts"]) == ("slack", "slack.post_message", 1)
     assert "rate_limit" not in post  # no limit at the provider: it says nothing
     assert 3500 < post["token_expires_in_s"] <= 3600
+
+
+def test_traces_nest_calls_in_nodes_in_runs(vault_settings: RuntimeSettings, sim: Simulator) -> None:
+    """With a tracer, each run is a span, each node a span inside it, each call a span inside its node;
+    a call the provider refused is marked as an error. Spans carry ids, statuses and redacted URLs."""
+    from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+    from opentelemetry.trace import StatusCode
+
+    from cosmogen.telemetry.tracing import OTelTracer
+
+    exported = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exported))
+    sim.inject(Fault.server_error(404), "slack.postMessage", after=1)  # the second run's post
+
+    async def main() -> list[str]:
+        runtime = await Runtime.open(vault_settings, tracer=OTelTracer(provider))
+        try:
+            if runtime.queued:
+                await runtime.start_worker()
+            await connect(runtime, "openai-main", "openai", sim.url, "api_key", DEFAULT_API_KEY)
+            await connect(
+                runtime, "team-slack", "slack", sim.url, "access_token", SLACK_TOKEN,
+                auth_kind="oauth2", scopes=["chat:write"],
+            )  # fmt: skip
+            first = await runtime.submit(universe(CHAT, SLACK))
+            await runtime.wait(first.run_id)
+            second = await runtime.start_run(first.universe_id, first.version_id)
+            await runtime.wait(second)
+            return [first.run_id, second]
+        finally:
+            await runtime.close()
+
+    run_ids = asyncio.run(main())
+    spans = list(exported.get_finished_spans())
+
+    def attributes(span: ReadableSpan) -> dict[str, Any]:
+        return dict(span.attributes or {})
+
+    def one(name: str, run_id: str) -> ReadableSpan:
+        [root] = [s for s in spans if s.name == "run" and attributes(s)["cosmogen.run.id"] == run_id]
+        if name == "run":
+            return root
+        found = [s for s in spans if s.name == name and s.context.trace_id == root.context.trace_id]
+        assert len(found) == 1, (name, [s.name for s in spans])
+        return found[0]
+
+    for run_id in run_ids:
+        root = one("run", run_id)
+        assert root.parent is None
+        for node in ("b", "ask", "tell"):
+            span = one(f"node {node}", run_id)
+            assert span.parent is not None and span.parent.span_id == root.context.span_id
+        for node, call in (("ask", "openai.chat"), ("tell", "slack.post_message")):
+            span = one(f"call {call}", run_id)
+            assert (
+                span.parent is not None and span.parent.span_id == one(f"node {node}", run_id).context.span_id
+            )
+            assert (
+                attributes(span)["cosmogen.capability"] == call
+                and attributes(span)["http.request.method"] == "POST"
+            )
+            assert DEFAULT_API_KEY not in str(attributes(span)) and SLACK_TOKEN not in str(attributes(span))
+    ok_post = one("call slack.post_message", run_ids[0])
+    assert (
+        attributes(ok_post)["http.response.status_code"] == 200
+        and ok_post.status.status_code == StatusCode.UNSET
+    )
+    refused = one("call slack.post_message", run_ids[1])
+    assert attributes(refused)["http.response.status_code"] == 404
+    assert refused.status.status_code == StatusCode.ERROR and refused.status.description == "HTTP 404"
+    assert attributes(one("run", run_ids[0]))["cosmogen.run.status"] == "succeeded"
