@@ -64,6 +64,13 @@ def run_ids(where: Path | str) -> set[str]:
         db.close()
 
 
+def wait_for(condition: Callable[[], bool], what: str, timeout_s: float = 60) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        assert time.monotonic() < deadline, f"waited {timeout_s:g} s for {what}"
+        time.sleep(0.02)
+
+
 @pytest.fixture
 def scratch_db(pg_server: PostgresServer) -> Iterator[Callable[[], str]]:
     """New empty PostgreSQL databases for restores, dropped after the test."""
@@ -109,13 +116,12 @@ def test_backup_while_serve_writes_then_restore(
         writer = threading.Thread(target=write)
         writer.start()
         try:
-            while len(acks) < 3:
-                time.sleep(0.02)
+            wait_for(lambda: len(acks) >= 3, "serve to acknowledge 3 runs")
             started = time.monotonic()
             done = cosmogen("backup", str(archive), *store)
             ended = time.monotonic()
-            while len([a for a in acks if a[0] > ended]) < 2:  # serve still takes runs after it too
-                time.sleep(0.02)
+            # serve still takes runs after it too
+            wait_for(lambda: len([a for a in acks if a[0] > ended]) >= 2, "runs after the backup")
         finally:
             stop.set()
             writer.join()
