@@ -26,11 +26,11 @@ from typing import Any
 import pytest
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import AuthResult, LoginPassword
-from sqlalchemy import update
+from sqlalchemy import select, update
 
 from cosmogen.domain.roles import Role
 from cosmogen.domain.webhook_signature import SIGNATURE_HEADER, parse
-from cosmogen.store.tables import accounts, rate_limits
+from cosmogen.store.tables import accounts, notification_deliveries, rate_limits
 from cosmogen.testing import oauth_accounts
 from cosmogen.testing.simulator import DEFAULT_CLIENT_ID, DEFAULT_CLIENT_SECRET, Simulator, ThreadedSimulator
 from tests.integration.api.helpers import call
@@ -503,3 +503,63 @@ def test_conditions_raise_notifications(served: tuple[str, Path | str, str], sim
     assert by_kind["token_refresh_failed"]["facts"]["account_id"] == account_id
     assert by_kind["rate_limit_saturated"]["facts"]["key"] == f"slack:{account_id}"
     assert by_kind["error_rate"]["facts"]["universe_name"] == "ledger"
+
+
+def test_launch_notify_through_the_workspace_channels(
+    served: tuple[str, Path | str, str], smtp: tuple[Mailbox, int], sim: Simulator
+) -> None:
+    """A launch's notify entries without a channel id: email to the address through the workspace's email
+    channel, Slack to the named channel through its Slack channel's account; teams is refused with a fix."""
+    url, store, keyring = served
+    mailbox, smtp_port = smtp
+    api = url + "/api/v1"
+    editor = member(store, "ed@example.com", Role.EDITOR)[1]
+    account_id = slack_account(store, keyring, sim)
+    config = {
+        "host": "127.0.0.1",
+        "port": smtp_port,
+        "from": "cosmogen@example.com",
+        "to": ["ops@example.com"],
+        "username": SMTP_USER,
+        "starttls": False,
+    }
+    for body in [
+        {"name": "mail", "kind": "email", "config": config, "secrets": {"password": SMTP_PASSWORD}},
+        {"name": "slack", "kind": "slack", "config": {"account_id": account_id, "channel": "general"}},
+    ]:
+        assert call(api + "/alerts/channels", "POST", token=editor, body=body)[0] == 201
+    status, _, saved = call(
+        api + "/universes", "POST", token=editor, body={"document": failing_document("crm")}
+    )
+    assert status == 201
+    notify = [
+        {"channel": "email", "target": "oncall@example.com"},
+        {"channel": "slack", "target": "C0SIM00001"},
+        {"channel": "teams", "target": "https://example.webhook.office.com/x"},
+    ]
+    launching: dict[str, Any] = {"universe_id": saved["universe"]["id"], "dry_run": False, "notify": notify}
+    status, _, launch = call(api + "/launches", "POST", token=editor, body=launching)
+    assert status == 201, launch
+    status, _, run = call(api + f"/launches/{launch['id']}/runs", "POST", token=editor, body={})
+    assert status == 201 and settle(api, editor, run["run_id"])["status"] == "failed"
+
+    eventually(lambda: len(mailbox.messages) == 1 and len(sim.effects) == 1, "the email and the Slack post")
+    assert mailbox.messages[0][1] == ["oncall@example.com"] and "Run failed in crm" in mailbox.messages[0][2]
+    assert sim.effects[0].data.get("channel") == "C0SIM00001"
+
+    def teams() -> dict[str, Any]:
+        status, _, box = call(api + "/notifications", token=editor)
+        assert status == 200 and box["items"] == [], box  # no in-app entry: nothing in the inbox
+        db = open_store(store)
+        try:
+            with db.engine.connect() as conn:
+                d = notification_deliveries
+                rows = conn.execute(select(d.c.kind, d.c.status, d.c.attempts, d.c.last_error)).all()
+        finally:
+            db.close()
+        return {row.kind: row for row in rows}
+
+    eventually(lambda: teams()["teams"].attempts >= 1, "the teams attempt")
+    found = teams()
+    assert found["email"].status == "sent" and found["slack"].status == "sent"
+    assert found["teams"].status == "pending" and "use a webhook channel" in found["teams"].last_error
