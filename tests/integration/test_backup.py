@@ -7,6 +7,7 @@
 - Canary secrets stored in the vault are nowhere in the archive (raw, hex, base64, URL-encoded; for
   PostgreSQL also in the dump decoded to SQL), while a plain value is; `--export-key` writes the keyring
   to its own 0600 file, and a restore with `--key` decrypts the stored credential.
+- A backup of an older schema is restored and migrated to head.
 - Scheduled backups in `serve` keep exactly COSMOGEN_BACKUP_KEEP; a failing one shows in /readyz, in
   /metrics and in the log.
 """
@@ -474,3 +475,37 @@ def test_scheduled_backups_that_cannot_work_stop_serve_at_start(cosmogen: CLI, t
     assert "COSMOGEN_BACKUP_DIR: cannot create" in done.stderr
     bad = cosmogen("backup", str(tmp_path / "x.tar"), "--database-url", "postgresql://nobody@127.0.0.1:1/x")
     assert bad.returncode == 2 and "Traceback" not in bad.stderr
+
+
+@pytest.mark.parametrize("dialect", ["sqlite", "postgresql"])
+def test_a_backup_from_an_older_schema_is_brought_up_to_date(
+    dialect: str, tmp_path: Path, cosmogen: CLI, request: pytest.FixtureRequest
+) -> None:
+    older = migrate.revisions()[-4]
+    if dialect == "postgresql":
+        source: Path | str = request.getfixturevalue("scratch_db")()
+        store: tuple[str, ...] = ("--database-url", str(source))
+    else:
+        source = tmp_path / "cosmogen-data"
+        store = ()
+    db = open_store(source)
+    try:
+        migrate.upgrade(db, older)
+    finally:
+        db.close()
+    archive = tmp_path / "old.tar"
+    made = cosmogen("backup", str(archive), *store)
+    assert made.returncode == 0, made.stderr
+    assert manifest_of(archive)["schema_revision"] == older
+    if dialect == "postgresql":
+        target: Path | str = request.getfixturevalue("scratch_db")()
+        restored = cosmogen("restore", str(archive), "--database-url", str(target))
+    else:
+        target = tmp_path / "restored"
+        restored = cosmogen("restore", str(archive), "--data-dir", str(target))
+    assert restored.returncode == 0, restored.stderr
+    db = open_store(target)
+    try:
+        assert migrate.current_revision(db) == migrate.revisions()[-1]
+    finally:
+        db.close()
