@@ -585,7 +585,9 @@ def handle_run(run_id: str, status: str, now: datetime) -> WriteFn[list[str]]:
             )
             .join(universes, universes.c.id == runs.c.universe_id)
             .where(runs.c.id == run_id)
-        ).one()
+        ).first()
+        if row is None:  # deleted (with its universe) since it was listed: nothing to tell
+            return []
         made: list[str] = []
         condition = alerts.run_condition(
             status,

@@ -224,3 +224,5 @@ def test_only_runs_something_cares_about_are_read(db: Database, writer: GroupCom
     with db.engine.connect() as conn:
         assert [r.id for r in store.finished_runs(conn, LONG_AGO)] == [failed]
         assert store.finished_runs(conn, datetime.now(UTC) + timedelta(hours=1)) == []  # past the look-back
+    # A run gone since it was listed does not fail the page it is in.
+    assert writer.submit(store.handle_runs([("no-such-run", "failed"), (failed, "failed")], T0)).result()
