@@ -146,6 +146,11 @@ class AlertDispatcher:
             except DeliveryFailed as exc:
                 error = f"{exc.message}; {exc.hint}"
                 log.warning("delivery %s (%s) failed: %s", delivery.id, delivery.kind, exc.message)
+            except Exception as exc:  # e.g. the vault cannot open: counted as an attempt, not retried forever
+                error = (
+                    f"an internal error ({type(exc).__name__}); see the server log for delivery {delivery.id}"
+                )
+                log.exception("delivery %s (%s) failed unexpectedly", delivery.id, delivery.kind)
             await self._writer.write(
                 store.finish_delivery(delivery.id, self._owner, error=error, now=self._now())
             )
