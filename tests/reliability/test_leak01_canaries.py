@@ -14,7 +14,8 @@ event log, the accounts as listed, and, on SQLite, the raw database and WAL file
 file is checked the other way round (its keys appear nowhere). 0 hits in raw, hex, base64, base64url and
 percent-encoded form, nor of any 12-character piece of a canary's random core.
 
-Not here yet (the server issue): API responses and headers, WebSocket frames, /openapi.json and metrics.
+API answers and headers, /openapi.json, metrics and the served process's log: test_leak01_api.py;
+WebSocket frames of this scenario: test_leak01_event_stream.py.
 """
 
 from __future__ import annotations

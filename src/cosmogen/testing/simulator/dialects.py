@@ -328,8 +328,10 @@ def fault_reply(dialect: Dialect, fault: Fault, echo: str, wall_now: float) -> R
     elif fault.kind == "invalid_grant":
         reply = OAuth().error(400, "invalid_grant", fault.message or "invalid_grant")
     elif fault.kind == "echo_auth":
+        # The refusal's body repeating the credentials, with the fault's status: 401 (`Fault.echo_auth()`),
+        # or a 5xx that a client retries, e.g. `Fault("echo_auth", status=500)`.
         reply = dialect.auth_error("echo", echo)
-        reply.status = 401
+        reply.status = fault.status
     else:  # pragma: no cover - "delay" never reaches here
         raise ValueError(f"no reply for fault kind {fault.kind}")
     if fault.message and fault.kind not in ("invalid_grant", "echo_auth"):
