@@ -143,7 +143,11 @@ async def _round(url: str, data_dir: Path, runs: int, concurrency: int) -> dict[
             last_id = int(conn.execute(select(func.max(run_events.c.id))).scalar() or 0)
             written = {
                 (r.run_id, r.seq): r.created_at.timestamp()
-                for r in conn.execute(select(run_events.c.run_id, run_events.c.seq, run_events.c.created_at))
+                for r in conn.execute(
+                    select(run_events.c.run_id, run_events.c.seq, run_events.c.created_at).where(
+                        run_events.c.run_id.is_not(None)  # the runs' events (no account changes here)
+                    )
+                )
             }
         seen = await asyncio.to_thread(client.finish, last_id)
     finally:

@@ -46,11 +46,11 @@ class BadSubscription(ValueError):
 @dataclass(frozen=True, slots=True)
 class Envelope:
     id: int  # the resume cursor
-    type: str  # as journalled: run.started, node.succeeded, effect.waiting, account.error, ...
+    type: str  # as journalled: run.started, node.succeeded, effect.waiting, account.status, ...
     workspace: str
-    universe: str
-    run: str
-    seq: int  # the event's place in its run (gap-free per run)
+    universe: str | None  # None (and run, seq None): the workspace's own event (account.status, ...)
+    run: str | None
+    seq: int | None  # the event's place in its run (gap-free per run)
     at: datetime  # when the journal wrote it
     data: Mapping[str, Any]
 

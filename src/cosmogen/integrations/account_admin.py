@@ -16,6 +16,7 @@ from cosmogen.domain.ratelimit import RateLimitSettingsError, account_limits
 from cosmogen.integrations import credentials
 from cosmogen.store.tables import accounts, oauth_flows, oauth_revocations, utcnow
 from cosmogen.store.tables import credentials as credential_rows
+from cosmogen.store.workspace_events import announce_account
 from cosmogen.store.writer import WriteFn
 
 # Which secret field each auth kind stores (what a person types in), and the optional user name.
@@ -68,6 +69,7 @@ def remove_account(account_id: str) -> WriteFn[bool]:
         conn.execute(delete(credential_rows).where(credential_rows.c.account_id == account_id))
         conn.execute(delete(oauth_revocations).where(oauth_revocations.c.account_id == account_id))
         conn.execute(delete(oauth_flows).where(oauth_flows.c.account_id == account_id))
+        announce_account(conn, account_id, status="removed")
         return bool(conn.execute(delete(accounts).where(accounts.c.id == account_id)).rowcount)
 
     return write

@@ -39,6 +39,7 @@ from cosmogen.store.tables import (
     utcnow,
     webhook_secrets,
 )
+from cosmogen.store.workspace_events import announce_account
 from cosmogen.store.writer import GroupCommitWriter, WriteFn
 
 _FIELD = re.compile(r"[a-z][a-z0-9_]{0,63}")
@@ -113,6 +114,7 @@ def create_account(
 
     def write(conn: Connection) -> str:
         conn.execute(accounts.insert().values(**row))
+        announce_account(conn, new)
         return new
 
     return write
@@ -154,6 +156,7 @@ def set_account_status(
         )
         if result.rowcount == 0:
             raise NotFound(f"no account {account_id!r}")
+        announce_account(conn, account_id)
 
     return write
 
@@ -171,6 +174,8 @@ def mark_refused(account_id: str, problem: Mapping[str, Any]) -> WriteFn[bool]:
             .where(accounts.c.id == account_id, accounts.c.status == "connected")
             .values(status="error", last_error=error, updated_at=utcnow())
         )
+        if result.rowcount:
+            announce_account(conn, account_id)
         return bool(result.rowcount)
 
     return write

@@ -64,6 +64,7 @@ from cosmogen.integrations.secret import Secret
 from cosmogen.integrations.vault import Vault, VaultError
 from cosmogen.store import Database, GroupCommitWriter
 from cosmogen.store.tables import accounts, new_id, oauth_flows, oauth_revocations
+from cosmogen.store.workspace_events import announce_account
 from cosmogen.store.writer import WriteFn
 
 log = logging.getLogger(__name__)
@@ -472,6 +473,7 @@ def _record_problem(account_id: str, code: str, message: str, now: Callable[[], 
             .where(accounts.c.id == account_id, accounts.c.status == "pending")
             .values(status="error")
         )
+        announce_account(conn, account_id)
 
     return write
 
@@ -504,6 +506,7 @@ def _store_grant(
                 refresh_retry_at=None,
             )
         )
+        announce_account(conn, claim.account_id)
         return Connected(
             account_id=claim.account_id,
             name=claim.name,
@@ -625,6 +628,7 @@ def forget_tokens(
                     version=accounts.c.version + 1,
                 )
             )
+            announce_account(conn, row.id)
         return row, queued, revoke_url is not None, deleted
 
     return write

@@ -71,6 +71,7 @@ from cosmogen.integrations.secret import Secret
 from cosmogen.store.audit import write_audit
 from cosmogen.store.database import SQLITE_BEGIN, Database
 from cosmogen.store.tables import accounts, credentials, utcnow
+from cosmogen.store.workspace_events import announce_account
 
 if TYPE_CHECKING:  # the vault imports `cryptography`: loaded on the first provider call, not at start
     from cosmogen.integrations.vault import Vault
@@ -572,6 +573,7 @@ class TokenManager:
             details = {"code": error.get("code"), "action": error.get("action")}
             write_audit(conn, workspace_id=str(workspace.scalar_one()), action="account.needs_reauth",
                         object_type="account", object_id=account_id, details=details)  # fmt: skip
+            announce_account(conn, account_id)
             return True
 
         return bool(self._write(write))

@@ -35,6 +35,8 @@ from cosmogen.telemetry.hooks import Hooks
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
+# A run's event takes its workspace from its universe; a workspace's own event (no run) names it.
+_WORKSPACE = func.coalesce(universes.c.workspace_id, run_events.c.workspace_id)
 _COLUMNS = (
     run_events.c.id,
     run_events.c.run_id,
@@ -43,9 +45,9 @@ _COLUMNS = (
     run_events.c.payload,
     run_events.c.created_at,
     runs.c.universe_id,
-    universes.c.workspace_id,
+    _WORKSPACE.label("workspace_id"),
 )
-_JOINED = run_events.join(runs, runs.c.id == run_events.c.run_id).join(
+_JOINED = run_events.outerjoin(runs, runs.c.id == run_events.c.run_id).outerjoin(
     universes, universes.c.id == runs.c.universe_id
 )
 
@@ -59,7 +61,7 @@ def read_events(
     if upto is not None:
         query = query.where(run_events.c.id <= upto)
     if subscription is not None:
-        query = query.where(universes.c.workspace_id == subscription.workspace)
+        query = query.where(_WORKSPACE == subscription.workspace)  # noqa: SIM300 (a SQL expression)
         if subscription.universe is not None:
             query = query.where(runs.c.universe_id == subscription.universe)
         if subscription.run is not None:

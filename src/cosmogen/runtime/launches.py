@@ -53,6 +53,7 @@ from cosmogen.store.tables import (
     universes,
     utcnow,
 )
+from cosmogen.store.workspace_events import announce_launch
 from cosmogen.store.writer import WriteFn
 
 # Runs that still count: in flight for overlap, and cancelled when their launch stops.
@@ -221,6 +222,7 @@ def create_launch(
         _sync_universe(conn, universe_id)
         tokens = {trigger_id: token for trigger_id, _, token in planned if token is not None}
         shown = {trigger_id: value for trigger_id, (_, value) in signing_secrets.items()}
+        announce_launch(conn, launch_id)
         return CreatedLaunch(get_launch(conn, launch_id), tokens, shown)
 
     return write
@@ -317,6 +319,7 @@ def _transition(launch_id: str, action: LaunchAction, now: datetime) -> WriteFn[
                 )
             )
         _sync_universe(conn, str(row.universe_id))
+        announce_launch(conn, launch_id)
         return get_launch(conn, launch_id)
 
     return write

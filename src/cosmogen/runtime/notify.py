@@ -16,31 +16,13 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import AsyncIterator, Sequence
-from dataclasses import dataclass
 
-from sqlalchemy import Connection, text
-
-from cosmogen.store.writer import signal
+from cosmogen.store.signals import CONTROL_CHANNEL as CONTROL_CHANNEL
+from cosmogen.store.signals import EVENTS_CHANNEL as EVENTS_CHANNEL
+from cosmogen.store.signals import Notification as Notification
+from cosmogen.store.signals import publish as publish
 
 log = logging.getLogger(__name__)
-
-EVENTS_CHANNEL = "cosmogen_run_events"
-CONTROL_CHANNEL = "cosmogen_control"
-
-_NOTIFY = text("SELECT pg_notify(:channel, :payload)")
-
-
-@dataclass(frozen=True, slots=True)
-class Notification:
-    channel: str
-    payload: str
-
-
-def publish(conn: Connection, channel: str, payload: str) -> None:
-    if conn.dialect.name == "postgresql":
-        conn.execute(_NOTIFY, {"channel": channel, "payload": payload})
-    else:
-        signal(conn, Notification(channel, payload))
 
 
 async def listen(

@@ -24,6 +24,7 @@ from cosmogen.integrations import credentials
 from cosmogen.integrations.secret import Secret
 from cosmogen.integrations.vault import Vault
 from cosmogen.store.tables import accounts, utcnow
+from cosmogen.store.workspace_events import announce_account
 from cosmogen.store.writer import WriteFn
 from cosmogen.testing.simulator import DEFAULT_API_KEY, Simulator
 from cosmogen.testing.simulator.server import DEFAULT_CLIENT_ID, DEFAULT_CLIENT_SECRET
@@ -130,6 +131,7 @@ def install(vault: Vault, workspace: str, wanted: list[SandboxAccount]) -> Write
                     token_expires_at=account.token_expires_at,
                 )
             )
+            announce_account(conn, account_id)
             touched.append(account.name)
         return touched
 

@@ -288,11 +288,14 @@ run_events = Table(
     "run_events",
     metadata,
     Column("id", serial_type(), primary_key=True, autoincrement=True),  # the global order
-    Column("run_id", Text, ForeignKey("runs.id", ondelete="CASCADE"), nullable=False),
-    Column("seq", Integer, nullable=False),
+    # A run's event: its run and place in it. A workspace's (an account's or a launch's status, outside
+    # any run): no run or seq, and `workspace_id` says whose (store/workspace_events.py).
+    Column("run_id", Text, ForeignKey("runs.id", ondelete="CASCADE"), nullable=True),
+    Column("seq", Integer, nullable=True),
     Column("type", Text, nullable=False),
     Column("payload", json_type(), nullable=False),
     _created(),
+    Column("workspace_id", Text, nullable=True),
     UniqueConstraint("run_id", "seq"),
     # AUTOINCREMENT: SQLite never reuses an id, even after the newest rows are deleted, so a
     # consumer that remembers "last id seen" cannot be handed a recycled one.

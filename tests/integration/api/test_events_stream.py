@@ -63,8 +63,17 @@ def test_runs_stream_in_order_and_a_cursor_resumes_exactly(served: Served, tmp_p
     sc.assert_complete(second, {r: sc.journal_of(url, token, r) for r in {f["run"] for f in second}})
     assert {f["run"] for f in second} >= missed and not runs & {f["run"] for f in second}
 
-    # From the start (after=0): everything kept, once, in order; narrowed to one run: only that run.
-    everything = asyncio.run(_backlog(url, token, "after=0", len(first) + len(second)))
+    # From the start (after=0): everything kept, once, in order; narrowed to one run: only that run. The
+    # workspace's own events (the sandbox accounts' status at start-up) come first on the whole stream.
+    async def first_of_all() -> dict[str, Any]:
+        async with connect(sc.ws_url(url, "after=0"), additional_headers=sc.bearer(token)) as ws:
+            return (await sc.receive_until(ws, [], lambda f: len(f) >= 1))[0]
+
+    oldest = asyncio.run(first_of_all())
+    assert (oldest["type"], oldest["run"]) == ("account.status", None) and oldest["id"] < first[0]["id"]
+    everything = asyncio.run(
+        _backlog(url, token, f"universe={universe_id}&after=0", len(first) + len(second))
+    )
     assert [f["id"] for f in everything] == [f["id"] for f in first + second]
     one = sorted(runs)[0]
     only = asyncio.run(_backlog(url, token, f"run={one}&after=0", len(sc.journal_of(url, token, one))))

@@ -151,3 +151,31 @@ def test_downgrading_0003_removes_every_procrastinate_object(empty_db: Database)
     assert left == []
     migrate.upgrade(empty_db)  # and back up again
     assert migrate.current_revision(empty_db) == migrate.revisions()[-1]
+
+
+def test_0017_keeps_run_event_ids_from_being_reused(empty_db: Database) -> None:
+    """Relaxing run_events for workspace events rebuilds the table on SQLite: the ids handed out before
+    stay handed out (AUTOINCREMENT and its high-water mark survive), on both dialects."""
+    from sqlalchemy import delete, func, select
+
+    from cosmogen.runtime import journal
+    from cosmogen.store import repos
+
+    migrate.upgrade(empty_db, "0016")
+    with empty_db.engine.begin() as conn:
+        saved = repos.save_version(
+            conn, workspace_id="default", name="u", document={"name": "u", "nodes": []}
+        )
+        journal.create_run(
+            run_id="r", universe_id=saved.universe_id, version_id=saved.version_id, event={}, dry_run=False,
+            claimed_by="w",
+        )(conn)  # fmt: skip
+        newest = conn.execute(select(func.max(tables.run_events.c.id))).scalar()
+        assert newest is not None and newest >= 2  # run.queued, run.started
+        conn.execute(delete(tables.run_events).where(tables.run_events.c.id == newest))
+    migrate.upgrade(empty_db, "head")
+    with empty_db.engine.begin() as conn:
+        conn.execute(tables.run_events.insert().values(
+            workspace_id="default", type="account.status", payload={}))  # fmt: skip
+        added = conn.execute(select(func.max(tables.run_events.c.id))).scalar()
+    assert added is not None and added > newest
