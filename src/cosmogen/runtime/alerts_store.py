@@ -124,20 +124,21 @@ def create_channel(
                 updated_at=now,
             )
         )
-        for field_name, value in secret_values.items():
-            assert vault is not None, "secrets need the vault"
-            channel_vault.seal(
-                conn,
-                vault,
-                workspace=workspace,
-                channel_id=channel_id,
-                field=field_name,
-                value=value,
-                now=now,
-            )
+        _seal_all(conn, vault, workspace, channel_id, secret_values, now)
         return get_channel(conn, workspace, channel_id)
 
     return write
+
+
+def _seal_all(
+    conn: Connection, vault: Vault | None, workspace: str, channel_id: str,
+    secret_values: Mapping[str, Secret], now: datetime,
+) -> None:  # fmt: skip
+    for field_name, value in secret_values.items():
+        assert vault is not None, "secrets need the vault"
+        channel_vault.seal(
+            conn, vault, workspace=workspace, channel_id=channel_id, field=field_name, value=value, now=now
+        )
 
 
 def update_channel(
@@ -167,17 +168,7 @@ def update_channel(
         conn.execute(
             update(notification_channels).where(notification_channels.c.id == channel_id).values(**values)
         )
-        for field_name, value in secret_values.items():
-            assert vault is not None, "secrets need the vault"
-            channel_vault.seal(
-                conn,
-                vault,
-                workspace=workspace,
-                channel_id=channel_id,
-                field=field_name,
-                value=value,
-                now=now,
-            )
+        _seal_all(conn, vault, workspace, channel_id, secret_values, now)
         return get_channel(conn, workspace, channel_id)
 
     return write
