@@ -8,7 +8,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: all test lint typecheck unit serve demo bench clean lock
+.PHONY: all test lint typecheck unit chromium serve demo bench clean lock
 
 all: test
 
@@ -30,9 +30,15 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy
 
-unit: $(STAMP)
+unit: $(STAMP) chromium
 	$(BIN)/python -m compileall -q src   # tests start many CLI processes; see the note on bytecode above
 	$(BIN)/pytest -q
+
+# The browser tests (tests/browser) drive Debian's chromium through Playwright, which downloads nothing.
+chromium:
+	@command -v chromium >/dev/null 2>&1 || { \
+		echo "installing Debian's chromium for the browser tests (apt-get, needs root)"; \
+		apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium; }
 
 test: lint typecheck unit
 

@@ -17,7 +17,18 @@ from fastapi import FastAPI
 
 from cosmogen import __version__
 from cosmogen.api import audit, middleware, problems
-from cosmogen.api.routes import accounts, events, health, me, members, oauth_callback, session, setup, tokens
+from cosmogen.api.routes import (
+    accounts,
+    events,
+    health,
+    me,
+    members,
+    oauth_callback,
+    pages,
+    session,
+    setup,
+    tokens,
+)
 from cosmogen.api.routes import alerts as alert_routes
 from cosmogen.api.routes import launches as launch_routes
 from cosmogen.api.routes import metrics as metrics_routes
@@ -80,6 +91,7 @@ def create_app(open_runtime: Callable[[], Awaitable[Runtime]]) -> FastAPI:
     problems.install(app)
     middleware.install(app)
     app.include_router(setup.router)
+    app.include_router(pages.router)
     app.include_router(session.router)
     app.include_router(tokens.router)
     app.include_router(members.router)
