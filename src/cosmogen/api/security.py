@@ -19,7 +19,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Annotated, Literal
 
-from fastapi import Depends, Request
+from fastapi import Depends, Request, Security
+from fastapi.security import APIKeyCookie, HTTPAuthorizationCredentials, HTTPBearer
 
 from cosmogen.api.problems import Problem
 from cosmogen.domain.login_throttle import ThrottlePolicy
@@ -99,7 +100,27 @@ class Authenticator:
         return caller, touch(session.session_id, now) if stale else None
 
 
-async def principal(request: Request) -> Principal:
+# How /openapi.json names the two credentials (either will do). They only describe: `Authenticator`
+# reads the request itself, and auto_error is off so a missing one is our 401 problem, not FastAPI's 403.
+_BEARER = HTTPBearer(auto_error=False, description="an API token: `Authorization: Bearer cg_...`")
+_COOKIE = APIKeyCookie(
+    name=COOKIE_NAME,
+    auto_error=False,
+    description="a signed-in browser; unsafe requests also need `Origin` and `X-CSRF-Token`",
+)
+
+
+async def principal(
+    request: Request,
+    _token: Annotated[HTTPAuthorizationCredentials | None, Security(_BEARER)],
+    _session: Annotated[str | None, Security(_COOKIE)],
+) -> Principal:
+    """The route dependency (its parameters put both credentials in /openapi.json)."""
+    return await caller_of(request)
+
+
+async def caller_of(request: Request) -> Principal:
+    """The caller of `request`, or 401; for the rare route that needs a credential only sometimes."""
     auth: Authenticator = request.app.state.auth
     found, then = await asyncio.to_thread(auth.identify, request)
     if found is None:
@@ -121,11 +142,10 @@ def _within_rate(request: Request, workspace_id: str) -> None:
                       hint=f"wait {wait} s and slow down", headers={"Retry-After": str(wait)})  # fmt: skip
 
 
-def require(role: Role) -> Callable[[Request], Awaitable[Principal]]:
+def require(role: Role) -> Callable[[Principal], Awaitable[Principal]]:
     """A dependency: the caller, if its role in its workspace is at least `role`; else 403."""
 
-    async def check(request: Request) -> Principal:
-        found = await principal(request)
+    async def check(found: Annotated[Principal, Depends(principal)]) -> Principal:
         if not found.role.allows(role):
             detail = f"this needs the {role.value} role in the workspace; you have {found.role.value}"
             raise Problem(403, "forbidden", detail, hint="ask a workspace admin to change your role")

@@ -12,8 +12,8 @@ import asyncio
 from fastapi import APIRouter, Request
 from starlette.responses import Response
 
-from cosmogen.api.problems import Problem
-from cosmogen.api.security import principal
+from cosmogen.api.problems import Problem, problem_responses
+from cosmogen.api.security import caller_of
 from cosmogen.runtime.service import Runtime
 from cosmogen.telemetry.metrics import CONTENT_TYPE, Metrics
 
@@ -24,7 +24,12 @@ router = APIRouter(tags=["operations"])
     "/metrics",
     summary="Prometheus metrics of this process (an API token, or COSMOGEN_METRICS_PUBLIC=1)",
     response_class=Response,
-    responses={200: {"content": {CONTENT_TYPE: {}}}},
+    responses={
+        200: {"content": {CONTENT_TYPE: {"schema": {"type": "string"}}}},
+        **problem_responses(401, 404, 429),
+    },
+    # Off when COSMOGEN_METRICS_PUBLIC=1; the spec describes the default.
+    openapi_extra={"security": [{"HTTPBearer": []}, {"APIKeyCookie": []}]},
 )
 async def metrics(request: Request) -> Response:
     runtime: Runtime = request.app.state.runtime
@@ -33,6 +38,6 @@ async def metrics(request: Request) -> Response:
         raise Problem(404, "metrics_off", "this process records no metrics",
                       hint="metrics are recorded by `cosmogen serve`")  # fmt: skip
     if not found.public:
-        await principal(request)  # any role: 401 without a valid token
+        await caller_of(request)  # any role: 401 without a valid token
     # Off the event loop: the scrape counts runs in the database.
     return Response(await asyncio.to_thread(found.render), media_type=CONTENT_TYPE)
