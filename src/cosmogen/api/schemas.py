@@ -18,11 +18,12 @@ from typing import Any
 
 from fastapi import Request, Response
 from fastapi.routing import APIRoute
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import Connection, select
 
 from cosmogen.api.problems import Problem
 from cosmogen.domain.api_limits import MAX_BODY_BYTES
+from cosmogen.identity.passwords import MAX_CHARS, MIN_CHARS
 from cosmogen.store.tables import launches, runs, universe_versions, universes
 
 _WITH_BODY = frozenset({"POST", "PUT", "PATCH", "DELETE"})
@@ -72,6 +73,22 @@ class Strict(BaseModel):
     """Request bodies: unknown fields are an error, not silently dropped."""
 
     model_config = ConfigDict(extra="forbid")
+
+
+def json_integer(value: Any) -> Any:
+    """A body's integer as JSON Schema means it: 3 and 3.0, never true or "3" (lax pydantic takes both,
+    strict pydantic refuses 3.0). Use as `Annotated[int, Field(...), BeforeValidator(json_integer)]`,
+    constraints first (after the validator pydantic would write them into the schema as `ge`, `le`).
+    Booleans in bodies are StrictBool for the same reason."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ValueError("must be a number without a fraction, not a string or a boolean")
+    return value
+
+
+def new_password() -> Any:
+    """A field for a password being set: /openapi.json states the policy's length (identity/passwords.py),
+    while the model only bounds what it reads, so that the policy refuses with its own clear message."""
+    return Field(max_length=1024, json_schema_extra={"minLength": MIN_CHARS, "maxLength": MAX_CHARS})
 
 
 # --- cursors ---------------------------------------------------------------------------------------

@@ -17,6 +17,9 @@ MAX_EDGES = 10_000
 MAX_STRING_CHARS = 16 * 1024  # an expression, a property value, a name
 MAX_PAGE = 200
 DEFAULT_PAGE = 50
+# The largest integer both databases store (BIGINT, SQLite's INTEGER): a query number bound for SQL above
+# it would fail in the driver (a 500, API-01) instead of answering 422.
+MAX_SQL_INTEGER = 2**63 - 1
 
 
 def clamp_page(limit: int | None) -> int:
