@@ -17,11 +17,12 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import JSONResponse
-from pydantic import Field
+from pydantic import Field, StrictBool
 from sqlalchemy import Connection, select
 
-from cosmogen.api.problems import Problem
-from cosmogen.api.routes.runs import create_run
+from cosmogen.api import links
+from cosmogen.api.problems import AUTHENTICATED, WITH_BODY, Problem, problem_responses
+from cosmogen.api.routes.runs import CreatedOut, create_run
 from cosmogen.api.routes.universes import read, runtime_of
 from cosmogen.api.schemas import (
     BoundedRoute,
@@ -50,7 +51,13 @@ from cosmogen.store import new_id
 from cosmogen.store.tables import universes
 from cosmogen.store.writer import WriteFn
 
-router = APIRouter(prefix="/api/v1", tags=["launches"], route_class=BoundedRoute)
+router = APIRouter(
+    prefix="/api/v1",
+    tags=["launches"],
+    route_class=BoundedRoute,
+    # Not in this workspace (404), not allowed in the object's state (409); a bad cursor or body (400).
+    responses=problem_responses(*AUTHENTICATED, *WITH_BODY, 404, 409),
+)
 
 
 MAX_TRIGGERS = 20
@@ -59,8 +66,8 @@ MAX_TRIGGERS = 20
 class LaunchIn(Strict):
     universe_id: str | None = Field(default=None, max_length=64, description="launches its active version")
     version_id: str | None = Field(default=None, max_length=64, description="or exactly this version")
-    dry_run: bool = Field(default=True, description="no real calls unless false")
-    live: bool = Field(default=True, description="go live at once, or stay a draft")
+    dry_run: StrictBool = Field(default=True, description="no real calls unless false")
+    live: StrictBool = Field(default=True, description="go live at once, or stay a draft")
     triggers: list[dict[str, Any]] = Field(
         default_factory=lambda: [{"kind": "manual"}], max_length=MAX_TRIGGERS,
         description='e.g. {"kind": "cron", "expr": "0 9 * * 1"}, {"kind": "webhook"}',
@@ -144,7 +151,11 @@ def _illegal(exc: Exception) -> Problem:
 
 
 @router.post(
-    "/launches", status_code=201, response_model=CreatedLaunchOut, summary="Launch a version on triggers"
+    "/launches",
+    status_code=201,
+    response_model=CreatedLaunchOut,
+    summary="Launch a version on triggers",
+    responses=links.answer(201, links.launch("/id")),
 )
 async def create_launch(body: LaunchIn, request: Request, caller: Editor) -> CreatedLaunchOut:
     if (body.universe_id is None) == (body.version_id is None):
@@ -202,7 +213,10 @@ async def create_launch(body: LaunchIn, request: Request, caller: Editor) -> Cre
     )
 
 
-@router.get("/launches", response_model=LaunchPage, summary="Launches, newest first")
+@router.get(
+    "/launches", response_model=LaunchPage, summary="Launches, newest first",
+    responses=links.answer(200, links.launch("/items/0/id")),
+)  # fmt: skip
 async def list_launches(
     request: Request,
     caller: Viewer,
@@ -234,7 +248,10 @@ async def list_launches(
     return LaunchPage(items=[launch_out(one) for one in page], next_cursor=next_cursor)
 
 
-@router.get("/launches/{launch_id}", response_model=LaunchOut, summary="One launch with its triggers")
+@router.get(
+    "/launches/{launch_id}", response_model=LaunchOut, summary="One launch with its triggers",
+    responses=links.answer(200, links.launch("/id")),
+)  # fmt: skip
 async def get_launch(launch_id: str, request: Request, caller: Viewer) -> LaunchOut:
     def fetch(conn: Connection) -> repo.LaunchRecord:
         launch_row(conn, caller.workspace_id, launch_id)
@@ -290,8 +307,10 @@ async def stop(launch_id: str, request: Request, caller: Editor) -> StoppedOut:
 
 
 @router.post(
-    "/launches/{launch_id}/runs", status_code=201, summary="Start a run of a live launch (its manual trigger)"
-)
+    "/launches/{launch_id}/runs", status_code=201, response_model=CreatedOut,
+    summary="Start a run of a live launch (its manual trigger)",
+    responses=links.answer(201, links.run("/run_id")),
+)  # fmt: skip
 async def run_launch(launch_id: str, body: ManualRunIn, request: Request, caller: Editor) -> JSONResponse:
     """Takes `Idempotency-Key` like POST /runs. The launch must be live and have a manual trigger."""
 

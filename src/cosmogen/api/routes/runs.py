@@ -20,10 +20,11 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import JSONResponse
-from pydantic import Field
+from pydantic import Field, StrictBool
 from sqlalchemy import Connection, and_, func, or_, select
 
-from cosmogen.api.problems import Problem
+from cosmogen.api import links
+from cosmogen.api.problems import AUTHENTICATED, WITH_BODY, Problem, problem_responses
 from cosmogen.api.routes.universes import read, runtime_of
 from cosmogen.api.schemas import (
     BoundedRoute,
@@ -38,7 +39,7 @@ from cosmogen.api.schemas import (
 from cosmogen.api.security import Editor, Principal, Viewer
 from cosmogen.cli.durable import report
 from cosmogen.domain import idempotency as idem
-from cosmogen.domain.api_limits import clamp_page
+from cosmogen.domain.api_limits import MAX_SQL_INTEGER, clamp_page
 from cosmogen.domain.launches import LaunchConfigError, config_problems_for_document, parse_launch_config
 from cosmogen.domain.runs import IllegalTransition, RunAction, RunStatus
 from cosmogen.runtime import control, idempotency, journal
@@ -46,7 +47,13 @@ from cosmogen.runtime.executor import launch_state
 from cosmogen.store import new_id
 from cosmogen.store.tables import runs, universes, utcnow
 
-router = APIRouter(prefix="/api/v1", tags=["runs"], route_class=BoundedRoute)
+router = APIRouter(
+    prefix="/api/v1",
+    tags=["runs"],
+    route_class=BoundedRoute,
+    # Not in this workspace (404), not allowed in the object's state (409); a bad cursor or body (400).
+    responses=problem_responses(*AUTHENTICATED, *WITH_BODY, 404, 409),
+)
 
 
 UNFINISHED = [s.value for s in RunStatus if not s.terminal]
@@ -58,7 +65,7 @@ class RunIn(Strict):
     universe_id: str | None = Field(default=None, max_length=64, description="runs its active version")
     version_id: str | None = Field(default=None, max_length=64, description="or exactly this version")
     event: dict[str, Any] = Field(default_factory=dict, description='{"name": ..., "data": {...}}')
-    dry_run: bool = Field(default=True, description="no real calls unless false")
+    dry_run: StrictBool = Field(default=True, description="no real calls unless false")
     entry_node: str | None = Field(default=None, max_length=200)
     binding_overrides: dict[str, str] = Field(default_factory=dict)
 
@@ -211,8 +218,10 @@ def _ids(document: Any, key: str) -> set[str]:
 
 @router.post(
     "/runs", status_code=201, response_model=CreatedOut, summary="Start a run",
-    responses={409: {"description": "key in flight"}, 422: {"description": "key reused or bad config"},
-               429: {"description": "run quota reached"}},
+    responses={**links.answer(201, links.run("/run_id")), **problem_responses(described={
+        409: "the Idempotency-Key's first request is still in flight, or the universe is archived",
+        422: "the key was used with another body, or the config is wrong",
+        429: "the workspace's request rate or run quota is reached"})},
 )  # fmt: skip
 async def start_run(body: RunIn, request: Request, caller: Editor) -> JSONResponse:
     """Runs the universe's active version (`universe_id`) or a given version (`version_id`). Send an
@@ -272,7 +281,10 @@ async def start_run(body: RunIn, request: Request, caller: Editor) -> JSONRespon
     return await create_run(request, caller, "POST /runs", await request.json(), creator)
 
 
-@router.get("/runs", response_model=RunPage, summary="Runs, newest first, with filters")
+@router.get(
+    "/runs", response_model=RunPage, summary="Runs, newest first, with filters",
+    responses=links.answer(200, links.run("/items/0/id")),
+)  # fmt: skip
 async def list_runs(
     request: Request,
     caller: Viewer,
@@ -344,7 +356,10 @@ async def list_runs(
     return RunPage(items=items, next_cursor=next_cursor)
 
 
-@router.get("/runs/{run_id}", response_model=RunDetail, summary="A run: nodes, effects, events, entities...")
+@router.get(
+    "/runs/{run_id}", response_model=RunDetail, summary="A run: nodes, effects, events, entities...",
+    responses=links.answer(200, links.run("/run_id"), links.universe("/universe_id")),
+)  # fmt: skip
 async def get_run(run_id: str, request: Request, caller: Viewer) -> RunDetail:
     def fetch(conn: Connection) -> tuple[str, str, str | None]:
         run_row(conn, caller.workspace_id, run_id)
@@ -363,7 +378,7 @@ async def run_events(
     run_id: str,
     request: Request,
     caller: Viewer,
-    after_seq: Annotated[int, Query(ge=-1)] = -1,
+    after_seq: Annotated[int, Query(ge=-1, le=MAX_SQL_INTEGER)] = -1,
     limit: Annotated[int | None, Query(ge=1)] = None,
 ) -> list[Event]:
     size = clamp_page(limit)
@@ -429,12 +444,14 @@ async def _child(request: Request, caller: Principal, run_id: str, kind: str) ->
 
 
 @router.post("/runs/{run_id}/retry", status_code=201, response_model=CreatedOut,
-             summary="A new run from the failed node")  # fmt: skip
+             summary="A new run from the failed node",
+             responses=links.answer(201, links.run("/run_id")))  # fmt: skip
 async def retry_run(run_id: str, request: Request, caller: Editor) -> JSONResponse:
     return await _child(request, caller, run_id, "retry")
 
 
 @router.post("/runs/{run_id}/rerun", status_code=201, response_model=CreatedOut,
-             summary="A new run of the same version and event")  # fmt: skip
+             summary="A new run of the same version and event",
+             responses=links.answer(201, links.run("/run_id")))  # fmt: skip
 async def rerun_run(run_id: str, request: Request, caller: Editor) -> JSONResponse:
     return await _child(request, caller, run_id, "rerun")

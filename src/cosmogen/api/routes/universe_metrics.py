@@ -15,6 +15,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Query, Request
 from sqlalchemy import Connection, func, or_, select
 
+from cosmogen.api.problems import AUTHENTICATED, problem_responses
 from cosmogen.api.schemas import universe_row
 from cosmogen.api.security import Viewer
 from cosmogen.domain.live_metrics import (
@@ -34,6 +35,7 @@ router = APIRouter(prefix="/api/v1", tags=["universes"])
 @router.get(
     "/universes/{universe_id}/metrics",
     summary="Live metrics of a universe: progress, velocity, error rate, uptime since launch",
+    responses=problem_responses(*AUTHENTICATED, 404),
 )
 async def universe_metrics(
     universe_id: str,
