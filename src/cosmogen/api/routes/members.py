@@ -15,8 +15,10 @@ from fastapi import APIRouter, Depends, Request, Response
 from pydantic import BaseModel, Field
 from sqlalchemy import select
 
-from cosmogen.api.problems import Problem
+from cosmogen.api import links
+from cosmogen.api.problems import AUTHENTICATED, Problem, problem_responses
 from cosmogen.api.routes.session import SessionInfo, client_address, open_session
+from cosmogen.api.schemas import new_password
 from cosmogen.api.security import Authenticator, Principal, principal, require
 from cosmogen.domain.roles import Role
 from cosmogen.identity import members
@@ -39,7 +41,8 @@ class Member(BaseModel):
 
 
 class NewMember(BaseModel):
-    email: str = Field(max_length=254)
+    # What identity/users.normalise_email takes: an @ and no whitespace once the ends are stripped.
+    email: str = Field(max_length=254, pattern=r"^\s*\S*@\S*\s*$")
     display_name: str = Field(default="", max_length=200)
     role: Role
 
@@ -54,7 +57,7 @@ class RoleChange(BaseModel):
 
 class InviteAcceptance(BaseModel):
     token: str = Field(max_length=256)
-    password: str = Field(max_length=1024)
+    password: str = new_password()
 
 
 def _read_members(request: Request, workspace_id: str, user_id: str | None = None) -> list[Member]:
@@ -80,12 +83,26 @@ async def _write(request: Request, fn: WriteFn[T]) -> T:
         raise Problem(exc.status, exc.code, str(exc), hint="list the members: GET /api/v1/members") from None
 
 
-@router.get("/members", response_model=list[Member], summary="The members of your workspace")
+@router.get(
+    "/members",
+    response_model=list[Member],
+    summary="The members of your workspace",
+    responses={**problem_responses(401, 429), **links.answer(200, links.member("/0/user_id"))},
+)
 async def list_members(request: Request, caller: Annotated[Principal, Depends(principal)]) -> list[Member]:
     return _read_members(request, caller.workspace_id)
 
 
-@router.post("/members", response_model=AddedMember, status_code=201, summary="Add or invite a member")
+@router.post(
+    "/members",
+    response_model=AddedMember,
+    status_code=201,
+    summary="Add or invite a member",
+    responses={
+        **problem_responses(*AUTHENTICATED, 400, 409),
+        **links.answer(201, links.member("/user_id"), links.invite("/invite_token")),
+    },
+)
 async def add_member(
     body: NewMember, request: Request, caller: Annotated[Principal, Depends(require(Role.ADMIN))]
 ) -> AddedMember:
@@ -102,7 +119,12 @@ async def add_member(
     return AddedMember(**member.model_dump(), invite_token=invite)
 
 
-@router.patch("/members/{user_id}", response_model=Member, summary="Change a member's role")
+@router.patch(
+    "/members/{user_id}",
+    response_model=Member,
+    summary="Change a member's role",
+    responses=problem_responses(*AUTHENTICATED, 400, 404, 409),
+)
 async def change_role(
     user_id: str, body: RoleChange, request: Request,
     caller: Annotated[Principal, Depends(require(Role.ADMIN))],
@@ -111,7 +133,12 @@ async def change_role(
     return _read_members(request, caller.workspace_id, user_id)[0]
 
 
-@router.delete("/members/{user_id}", status_code=204, summary="Remove a member from the workspace")
+@router.delete(
+    "/members/{user_id}",
+    status_code=204,
+    summary="Remove a member from the workspace",
+    responses=problem_responses(*AUTHENTICATED, 404, 409),
+)
 async def remove_member(
     user_id: str, request: Request, caller: Annotated[Principal, Depends(require(Role.ADMIN))]
 ) -> Response:
@@ -120,7 +147,12 @@ async def remove_member(
     return Response(status_code=204)
 
 
-@router.post("/invite", response_model=SessionInfo, summary="Accept an invite: set your password")
+@router.post(
+    "/invite",
+    response_model=SessionInfo,
+    summary="Accept an invite: set your password",
+    responses=problem_responses(400, 403, 422),
+)
 async def accept_invite(body: InviteAcceptance, request: Request, response: Response) -> SessionInfo:
     auth: Authenticator = request.app.state.auth
     try:

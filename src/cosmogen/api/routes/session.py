@@ -18,10 +18,12 @@ from datetime import datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Request, Response
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import Connection, select
 
-from cosmogen.api.problems import Problem
+from cosmogen.api import links
+from cosmogen.api.problems import AUTHENTICATED, Problem, problem_responses
+from cosmogen.api.schemas import new_password
 from cosmogen.api.security import Authenticator, Principal, principal
 from cosmogen.identity import sessions, throttle
 from cosmogen.identity.passwords import PasswordRejected, check_policy
@@ -39,6 +41,12 @@ LOGIN_FAILED = Problem(
 class Login(BaseModel):
     email: str = Field(max_length=254)
     password: str = Field(max_length=1024)
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [{"email": "owner@example.com", "password": "correct horse battery staple"}]
+        }
+    )
 
 
 class SessionInfo(BaseModel):
@@ -97,7 +105,12 @@ def _too_many(seconds: int) -> Problem:
                    hint=f"try again in {seconds} seconds", headers={"Retry-After": str(seconds)})  # fmt: skip
 
 
-@router.post("/session", response_model=SessionInfo, summary="Sign in with email and password")
+@router.post(
+    "/session",
+    response_model=SessionInfo,
+    summary="Sign in with email and password",
+    responses={**problem_responses(400, 401, 403, 422, 429), **links.answer(200, links.member("/user_id"))},
+)
 async def login(body: Login, request: Request, response: Response) -> SessionInfo:
     auth: Authenticator = request.app.state.auth
     runtime = request.app.state.runtime
@@ -128,7 +141,12 @@ async def login(body: Login, request: Request, response: Response) -> SessionInf
     return await open_session(request, response, auth, found.id, found.workspace_id, found.role)
 
 
-@router.get("/session", response_model=SessionInfo, summary="The current browser session")
+@router.get(
+    "/session",
+    response_model=SessionInfo,
+    summary="The current browser session",
+    responses={**problem_responses(401, 404, 429), **links.answer(200, links.member("/user_id"))},
+)
 async def current(request: Request, caller: Annotated[Principal, Depends(principal)]) -> SessionInfo:
     cookie = request.cookies.get(sessions.COOKIE_NAME)
     if caller.via != "session" or not cookie:
@@ -143,7 +161,12 @@ async def current(request: Request, caller: Annotated[Principal, Depends(princip
                        csrf_token=sessions.csrf_token(cookie), expires_at=found.expires_at)  # fmt: skip
 
 
-@router.delete("/session", status_code=204, summary="Sign out: the session ends now")
+@router.delete(
+    "/session",
+    status_code=204,
+    summary="Sign out: the session ends now",
+    responses=problem_responses(401, 403, 429),
+)
 async def logout(request: Request, caller: Annotated[Principal, Depends(principal)]) -> Response:
     auth: Authenticator = request.app.state.auth
     cookie = request.cookies.get(sessions.COOKIE_NAME)
@@ -156,10 +179,15 @@ async def logout(request: Request, caller: Annotated[Principal, Depends(principa
 
 class PasswordChange(BaseModel):
     current_password: str = Field(max_length=1024)
-    new_password: str = Field(max_length=1024)
+    new_password: str = new_password()
 
 
-@router.put("/password", response_model=SessionInfo, summary="Change your password (signed-in browser)")
+@router.put(
+    "/password",
+    response_model=SessionInfo,
+    summary="Change your password (signed-in browser)",
+    responses=problem_responses(*AUTHENTICATED, 400),
+)
 async def change_password(
     body: PasswordChange,
     request: Request,

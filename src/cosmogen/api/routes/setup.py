@@ -12,8 +12,9 @@ import logging
 from fastapi import APIRouter, Request, Response
 from pydantic import BaseModel, Field
 
-from cosmogen.api.problems import Problem
+from cosmogen.api.problems import Problem, problem_responses
 from cosmogen.api.routes.session import SessionInfo, client_address, open_session
+from cosmogen.api.schemas import new_password
 from cosmogen.api.security import Authenticator
 from cosmogen.identity.passwords import PasswordRejected, check_policy
 from cosmogen.identity.setup import DEFAULT_WORKSPACE, SetupRefused, complete_setup, has_users
@@ -29,10 +30,16 @@ class Setup(BaseModel):
     token: str = Field(max_length=256)
     email: str = Field(max_length=254)
     display_name: str = Field(default="", max_length=200)
-    password: str = Field(max_length=1024)
+    password: str = new_password()
 
 
-@router.post("/setup", response_model=SessionInfo, status_code=201, summary="Create the owner (once)")
+@router.post(
+    "/setup",
+    response_model=SessionInfo,
+    status_code=201,
+    summary="Create the owner (once)",
+    responses=problem_responses(400, 403, 410, 422),
+)
 async def setup(body: Setup, request: Request, response: Response) -> SessionInfo:
     auth: Authenticator = request.app.state.auth
     runtime = request.app.state.runtime

@@ -13,22 +13,24 @@ from datetime import datetime, timedelta
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Request, Response
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, BeforeValidator, Field
 from sqlalchemy import select
 
-from cosmogen.api.problems import Problem
+from cosmogen.api import links
+from cosmogen.api.problems import AUTHENTICATED, Problem, problem_responses
+from cosmogen.api.schemas import json_integer
 from cosmogen.api.security import Authenticator, Principal, principal
 from cosmogen.domain.roles import Role
 from cosmogen.identity.tokens import create_token, revoke_token
 from cosmogen.store.tables import api_tokens
 
-router = APIRouter(prefix="/api/v1", tags=["identity"])
+router = APIRouter(prefix="/api/v1", tags=["identity"], responses=problem_responses(*AUTHENTICATED))
 
 
 class NewToken(BaseModel):
     name: str = Field(min_length=1, max_length=100)
     role: Role | None = None
-    expires_in_days: int | None = Field(default=None, ge=1, le=3650)
+    expires_in_days: Annotated[int, Field(ge=1, le=3650), BeforeValidator(json_integer)] | None = None
 
 
 class TokenInfo(BaseModel):
@@ -51,7 +53,11 @@ def _info(row: object) -> TokenInfo:
 
 
 @router.post(
-    "/tokens", response_model=CreatedToken, status_code=201, summary="Make an API token (shown once)"
+    "/tokens",
+    response_model=CreatedToken,
+    status_code=201,
+    summary="Make an API token (shown once)",
+    responses={**problem_responses(400), **links.answer(201, links.token("/id"))},
 )
 async def create(
     body: NewToken, request: Request, caller: Annotated[Principal, Depends(principal)]
@@ -71,7 +77,12 @@ async def create(
     return CreatedToken(**_info(row).model_dump(), token=secret.reveal())
 
 
-@router.get("/tokens", response_model=list[TokenInfo], summary="Your API tokens (an admin: the workspace's)")
+@router.get(
+    "/tokens",
+    response_model=list[TokenInfo],
+    summary="Your API tokens (an admin: the workspace's)",
+    responses=links.answer(200, links.token("/0/id")),
+)
 async def list_tokens(request: Request, caller: Annotated[Principal, Depends(principal)]) -> list[TokenInfo]:
     query = select(api_tokens).where(api_tokens.c.workspace_id == caller.workspace_id)
     if not caller.role.allows(Role.ADMIN):
@@ -81,7 +92,9 @@ async def list_tokens(request: Request, caller: Annotated[Principal, Depends(pri
     return [_info(r) for r in rows]
 
 
-@router.delete("/tokens/{token_id}", status_code=204, summary="Revoke an API token")
+@router.delete(
+    "/tokens/{token_id}", status_code=204, summary="Revoke an API token", responses=problem_responses(404)
+)
 async def revoke(
     token_id: str, request: Request, caller: Annotated[Principal, Depends(principal)]
 ) -> Response:
