@@ -12,7 +12,7 @@ from fastapi import APIRouter, Depends, Query, Request
 from pydantic import BaseModel
 from sqlalchemy import Connection, and_, or_, select
 
-from cosmogen.api.problems import Problem
+from cosmogen.api.problems import AUTHENTICATED, Problem, problem_responses
 from cosmogen.api.security import Principal, require
 from cosmogen.domain.roles import Role
 from cosmogen.store.audit import write_audit
@@ -57,7 +57,12 @@ class AuditPage(BaseModel):
     next_before: str | None  # pass as `before` for the next (older) page; null: no more
 
 
-@router.get("/audit", response_model=AuditPage, summary="The audit log, newest first (admins)")
+@router.get(
+    "/audit",
+    response_model=AuditPage,
+    summary="The audit log, newest first (admins)",
+    responses=problem_responses(*AUTHENTICATED, 400),
+)
 async def list_audit(
     request: Request,
     caller: Annotated[Principal, Depends(require(Role.ADMIN))],

@@ -16,12 +16,13 @@ from datetime import datetime
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Query, Request
-from pydantic import BaseModel, Field, SecretStr
+from pydantic import BaseModel, Field, SecretStr, StrictBool
 from sqlalchemy import Connection, select, update
 from starlette.responses import Response
 
+from cosmogen.api import links
 from cosmogen.api.audit import record
-from cosmogen.api.problems import Problem
+from cosmogen.api.problems import AUTHENTICATED, Problem, problem_responses
 from cosmogen.api.schemas import Strict  # unknown fields are refused (API-04)
 from cosmogen.api.security import Admin, Principal, Viewer
 from cosmogen.domain.capabilities import Failure, Provider, Registry
@@ -52,7 +53,12 @@ from cosmogen.integrations.secret import Secret
 from cosmogen.integrations.vault import Vault, VaultError
 from cosmogen.store.tables import accounts, utcnow
 
-router = APIRouter(prefix="/api/v1/accounts", tags=["accounts"])
+router = APIRouter(
+    prefix="/api/v1/accounts",
+    tags=["accounts"],
+    # A missing account (404), one whose status forbids it (409), a vault that cannot open (503).
+    responses=problem_responses(*AUTHENTICATED, 400, 404, 409, 503),
+)
 
 PLACEHOLDER: Literal["********"] = "********"  # what a read shows for every stored secret field
 _WRITE_ONLY: dict[str, Any] = {"writeOnly": True}
@@ -103,7 +109,9 @@ class AccountCreate(Strict):
     base_url: str | None = Field(default=None, max_length=2048)
     settings: dict[str, Any] = Field(default_factory=dict)
     secrets: Secrets = Field(default_factory=dict)
-    test: bool = Field(default=True, description="Check an API key with the provider's cheap read first")
+    test: StrictBool = Field(
+        default=True, description="Check an API key with the provider's cheap read first"
+    )
 
 
 class AccountPatch(Strict):
@@ -287,7 +295,10 @@ def _is_unique_violation(exc: Exception) -> bool:
 # --- reads --------------------------------------------------------------------------------------------
 
 
-@router.get("", response_model=AccountList, summary="Accounts of the workspace (secrets as placeholders)")
+@router.get(
+    "", response_model=AccountList, summary="Accounts of the workspace (secrets as placeholders)",
+    responses=links.answer(200, links.account("/accounts/0/id")),
+)  # fmt: skip
 async def list_accounts(request: Request, caller: Viewer) -> AccountList:
     def read() -> AccountList:
         with _runtime(request).db.engine.connect() as conn:
@@ -310,7 +321,11 @@ async def get_account(request: Request, caller: Viewer, account_id: str) -> Acco
 
 
 @router.post(
-    "", response_model=AccountOut, status_code=201, summary="Add an API-key, basic or no-auth account"
+    "",
+    response_model=AccountOut,
+    status_code=201,
+    summary="Add an API-key, basic or no-auth account",
+    responses=links.answer(201, links.account("/id")),
 )
 async def create_account(request: Request, caller: Admin, body: AccountCreate) -> AccountOut:
     registry = _registry(request)
@@ -760,6 +775,7 @@ def callback_url(request: Request, provider: str) -> str:
     response_model=OAuthStarted,
     status_code=201,
     summary="OAuth: start connecting an account; send the browser to authorization_url",
+    responses=links.answer(201, links.account("/account_id")),
 )
 async def oauth_start(request: Request, caller: Admin, body: OAuthStart) -> OAuthStarted:
     registry = _registry(request)

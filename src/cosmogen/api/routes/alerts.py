@@ -15,13 +15,14 @@ from datetime import datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request, Response
-from pydantic import Field
+from pydantic import BeforeValidator, Field, StrictBool
 from sqlalchemy import Connection, select, update
 
+from cosmogen.api import links
 from cosmogen.api.audit import record
 from cosmogen.api.problems import PROBLEM_JSON, Problem
 from cosmogen.api.routes.universes import read, runtime_of
-from cosmogen.api.schemas import BoundedRoute, Strict, decode_cursor, encode_cursor, not_found
+from cosmogen.api.schemas import BoundedRoute, Strict, decode_cursor, encode_cursor, json_integer, not_found
 from cosmogen.api.security import Editor, Principal, Viewer
 from cosmogen.domain import alerts
 from cosmogen.domain.api_limits import clamp_page
@@ -75,12 +76,12 @@ class RuleIn(Strict):
     kind: alerts.RuleKind
     universe_id: str | None = Field(default=None, max_length=64, description="null: every universe")
     channel_ids: list[str] = Field(default_factory=list, max_length=alerts.MAX_CHANNELS_PER_RULE)
-    in_app: bool = True
-    dedup_window_s: int = alerts.DEFAULT_DEDUP_S
+    in_app: StrictBool = True
+    dedup_window_s: Annotated[int, BeforeValidator(json_integer)] = alerts.DEFAULT_DEDUP_S
     params: dict[str, Any] = Field(
         default_factory=dict, description="error_rate: threshold, window_s, min_calls"
     )
-    enabled: bool = True
+    enabled: StrictBool = True
 
 
 class RuleOut(Strict):
@@ -272,13 +273,24 @@ def dispatcher_of(request: Request) -> AlertDispatcher:
 # --- rules ----------------------------------------------------------------------------------------
 
 
-@router.get("/alerts/rules", response_model=RuleList, summary="The workspace's alert rules")
+@router.get(
+    "/alerts/rules",
+    response_model=RuleList,
+    summary="The workspace's alert rules",
+    responses=links.answer(200, links.alert_rule("/items/0/id")),
+)
 async def list_rules(request: Request, caller: Viewer) -> RuleList:
     found = await read(request, lambda c: store.list_rules(c, caller.workspace_id))
     return RuleList(items=[_rule_out(r) for r in found])
 
 
-@router.post("/alerts/rules", status_code=201, response_model=RuleOut, summary="Add an alert rule")
+@router.post(
+    "/alerts/rules",
+    status_code=201,
+    response_model=RuleOut,
+    summary="Add an alert rule",
+    responses=links.answer(201, links.alert_rule("/id")),
+)
 async def create_rule(body: RuleIn, request: Request, caller: Editor) -> RuleOut:
     rule = _parse_rule(new_id(), body)
 
@@ -323,13 +335,24 @@ async def delete_rule(rule_id: str, request: Request, caller: Editor) -> Respons
 # --- channels -------------------------------------------------------------------------------------
 
 
-@router.get("/alerts/channels", response_model=ChannelList, summary="The workspace's notification channels")
+@router.get(
+    "/alerts/channels",
+    response_model=ChannelList,
+    summary="The workspace's notification channels",
+    responses=links.answer(200, links.channel("/items/0/id")),
+)
 async def list_channels(request: Request, caller: Viewer) -> ChannelList:
     found = await read(request, lambda c: store.list_channels(c, caller.workspace_id))
     return ChannelList(items=[_channel_out(c) for c in found])
 
 
-@router.post("/alerts/channels", status_code=201, response_model=CreatedChannelOut, summary="Add a channel")
+@router.post(
+    "/alerts/channels",
+    status_code=201,
+    response_model=CreatedChannelOut,
+    summary="Add a channel",
+    responses=links.answer(201, links.channel("/id")),
+)
 async def create_channel(body: ChannelIn, request: Request, caller: Editor) -> CreatedChannelOut:
     try:
         settings = alerts.parse_channel(body.kind.value, body.config)
@@ -432,7 +455,12 @@ async def test_channel(channel_id: str, request: Request, caller: Editor) -> Tes
 # --- the inbox ------------------------------------------------------------------------------------
 
 
-@router.get("/notifications", response_model=NotificationPage, summary="The in-app inbox, newest first")
+@router.get(
+    "/notifications",
+    response_model=NotificationPage,
+    summary="The in-app inbox, newest first",
+    responses=links.answer(200, links.notification("/items/0/id")),
+)
 async def inbox(
     request: Request,
     caller: Viewer,

@@ -14,7 +14,8 @@ from fastapi import APIRouter, Depends, Request, WebSocket
 from fastapi.responses import StreamingResponse
 from pydantic import BaseModel
 
-from cosmogen.api.problems import Problem
+from cosmogen.api import links
+from cosmogen.api.problems import Problem, problem_responses
 from cosmogen.api.security import Principal, principal
 from cosmogen.api.ws import CLOSE_POLICY, TICKET_TTL_S, EventStreams, Refused, pump_websocket, sse_body
 from cosmogen.domain.events import BadSubscription, parse_subscription
@@ -27,7 +28,12 @@ class Ticket(BaseModel):
     expires_in: int
 
 
-@router.post("/ticket", response_model=Ticket, summary="A single-use ticket to open the stream (30 s)")
+@router.post(
+    "/ticket",
+    response_model=Ticket,
+    summary="A single-use ticket to open the stream (30 s)",
+    responses={**problem_responses(401, 403, 429), **links.answer(200, links.stream_ticket())},
+)
 async def ticket(request: Request, caller: Annotated[Principal, Depends(principal)]) -> Ticket:
     streams: EventStreams = request.app.state.event_streams
     try:
@@ -62,7 +68,46 @@ async def events_ws(websocket: WebSocket) -> None:
     "/sse",
     summary="The event stream as Server-Sent Events",
     response_class=StreamingResponse,
-    responses={200: {"content": {"text/event-stream": {}}}},
+    responses={
+        200: {
+            "description": "Events as they happen; `data` is one envelope as JSON (see docs/events.md)",
+            # The schema of one event of the stream, as Server-Sent Events parse it.
+            "content": {
+                "text/event-stream": {
+                    "schema": {
+                        "type": "object",
+                        "properties": {
+                            "id": {"type": "string"},
+                            "event": {"type": "string"},
+                            "data": {"type": "string", "contentMediaType": "application/json"},
+                            "retry": {"type": "integer"},
+                        },
+                    }
+                }
+            },
+        },
+        **problem_responses(401, 403, 404, 422, 429),
+    },
+    # It reads its query itself (a ticket may stand in for the header), so the spec names it here.
+    openapi_extra={
+        "security": [{"HTTPBearer": []}, {"APIKeyCookie": []}],
+        "parameters": [
+            {
+                "name": name,
+                "in": "query",
+                "required": False,
+                "schema": {"type": "string"},
+                "description": text,
+            }
+            for name, text in (
+                ("universe", "only this universe's events"),
+                ("run", "only this run's events"),
+                ("level", "the least level wanted: info (everything, the default), warning or error"),
+                ("after", "resume after this event id (or send Last-Event-ID)"),
+                ("ticket", "a ticket from POST /api/v1/events/ticket instead of a credential header"),
+            )
+        ],
+    },
 )
 async def events_sse(request: Request) -> StreamingResponse:
     streams: EventStreams = request.app.state.event_streams

@@ -11,6 +11,12 @@ from cosmogen import __version__
 from cosmogen.runtime.service import Runtime
 
 router = APIRouter(tags=["health"])
+_UNAVAILABLE: dict[int | str, dict[str, Any]] = {
+    503: {
+        "description": "The database does not answer (or, for readiness, the process is shutting down)",
+        "content": {"application/json": {"schema": {"type": "object", "required": ["status"]}}},
+    }
+}
 
 
 def _database_answers(runtime: Runtime) -> bool:
@@ -22,7 +28,7 @@ def _database_answers(runtime: Runtime) -> bool:
     return True
 
 
-@router.get("/healthz", summary="Liveness: the process and its database answer")
+@router.get("/healthz", summary="Liveness: the process and its database answer", responses=_UNAVAILABLE)
 async def healthz(request: Request) -> Any:
     runtime: Runtime = request.app.state.runtime
     if not _database_answers(runtime):
@@ -35,7 +41,11 @@ async def healthz(request: Request) -> Any:
     }
 
 
-@router.get("/readyz", summary="Readiness: the database answers and the runtime is not shutting down")
+@router.get(
+    "/readyz",
+    summary="Readiness: the database answers and the runtime is not shutting down",
+    responses=_UNAVAILABLE,
+)
 async def readyz(request: Request) -> Any:
     runtime: Runtime = request.app.state.runtime
     # Scheduled backups (runtime/backups.py) are reported, not gating: a failing one does not stop

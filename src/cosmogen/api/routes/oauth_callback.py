@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import html
+from typing import Any
 from urllib.parse import quote, urlencode
 
 from fastapi import APIRouter, Request
@@ -20,7 +21,7 @@ from sqlalchemy import Connection
 from starlette.responses import HTMLResponse, RedirectResponse, Response
 
 from cosmogen.api.audit import record
-from cosmogen.api.problems import problem_response
+from cosmogen.api.problems import problem_response, problem_responses
 from cosmogen.api.routes.accounts import callback_url, session_binding
 from cosmogen.api.security import Authenticator
 from cosmogen.domain.oauth import safe_return_to
@@ -37,6 +38,14 @@ RESUMED = "resumed"
 _NOT_OURS = frozenset(
     {"missing_state", "unknown_state", "state_used", "expired", "other_session", "already_connected"}
 )
+
+
+def _page_or_problem(described: dict[int, str]) -> dict[int | str, dict[str, Any]]:
+    """Refusals: a page for a browser, a problem document for anything else."""
+    found = problem_responses(described=described)
+    for entry in found.values():
+        entry["content"]["text/html"] = {"schema": {"type": "string"}}
+    return found
 
 
 def _browser(request: Request) -> bool:
@@ -69,7 +78,28 @@ def _refused(request: Request, status: int, code: str, message: str) -> Response
     return problem_response(status, code, message, hint=hint, headers=_PRIVATE)
 
 
-@router.get("/oauth/callback/{provider}", include_in_schema=True, summary="OAuth redirect back (browser)")
+@router.get(
+    "/oauth/callback/{provider}",
+    include_in_schema=True,
+    summary="OAuth redirect back (browser)",
+    # A browser (Accept: text/html) gets pages; anything else gets problem documents.
+    responses={
+        200: {"description": "A page that resumes the callback from our own origin (a browser without "
+                             "its cookie yet)", "content": {"text/html": {"schema": {"type": "string"}}}},
+        303: {"description": "Connected: on to the page the connect started from"},
+        **_page_or_problem({
+            400: "The provider's answer does not complete a flow of this session",
+            401: "Not signed in in this browser",
+            503: "The credential vault cannot open"}),
+    },
+    openapi_extra={
+        "security": [{"APIKeyCookie": []}, {"HTTPBearer": []}],
+        "parameters": [
+            {"name": name, "in": "query", "required": False, "schema": {"type": "string"}}
+            for name in (*_QUERY_KEYS, RESUMED)
+        ],
+    },
+)  # fmt: skip
 async def oauth_callback(request: Request, provider: str) -> Response:
     runtime = request.app.state.runtime
     auth: Authenticator = request.app.state.auth
