@@ -176,7 +176,3 @@ def delete_confirmed() -> Links:
             {"universe_id": "$request.path.universe_id", "query.confirm": _at("/confirm_token")},
         )
     }
-
-
-def stream_ticket() -> Links:
-    return {"OpenStream": _to("get", "/api/v1/events/sse", {"query.ticket": _at("/ticket")})}

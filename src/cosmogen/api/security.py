@@ -102,8 +102,8 @@ class Authenticator:
 
 # How /openapi.json names the two credentials (either will do). They only describe: `Authenticator`
 # reads the request itself, and auto_error is off so a missing one is our 401 problem, not FastAPI's 403.
-_BEARER = HTTPBearer(auto_error=False, description="an API token: `Authorization: Bearer cg_...`")
-_COOKIE = APIKeyCookie(
+BEARER = HTTPBearer(auto_error=False, description="an API token: `Authorization: Bearer cg_...`")
+COOKIE = APIKeyCookie(
     name=COOKIE_NAME,
     auto_error=False,
     description="a signed-in browser; unsafe requests also need `Origin` and `X-CSRF-Token`",
@@ -112,8 +112,8 @@ _COOKIE = APIKeyCookie(
 
 async def principal(
     request: Request,
-    _token: Annotated[HTTPAuthorizationCredentials | None, Security(_BEARER)],
-    _session: Annotated[str | None, Security(_COOKIE)],
+    _token: Annotated[HTTPAuthorizationCredentials | None, Security(BEARER)],
+    _session: Annotated[str | None, Security(COOKIE)],
 ) -> Principal:
     """The route dependency (its parameters put both credentials in /openapi.json)."""
     return await caller_of(request)
