@@ -91,6 +91,11 @@ def document(pointer: str, universe: str | None = None) -> Links:
     return found
 
 
+def validated() -> Links:
+    """A document that was just validated, saved."""
+    return {"SaveValidated": _to("post", "/api/v1/universes", body={"document": "$request.body#/document"})}
+
+
 def run(pointer: str) -> Links:
     r = "/api/v1/runs/{run_id}"
     by_id = {"run_id": _at(pointer)}

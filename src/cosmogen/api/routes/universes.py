@@ -523,7 +523,12 @@ async def delete_universe(
     return DeletedOut(deleted=universe_id, runs_deleted=removed)
 
 
-@router.post("/validate", response_model=ValidationOut, summary="Validate a document; nothing is saved")
+@router.post(
+    "/validate",
+    response_model=ValidationOut,
+    summary="Validate a document; nothing is saved",
+    responses=links.answer(200, links.validated()),
+)
 async def validate_document(body: DocumentIn, caller: Viewer) -> ValidationOut:
     return _validation(body.document)
 
