@@ -136,6 +136,9 @@ def schemathesis_config() -> str:
             f"checks.negative_data_rejection.expected-statuses = {accepted}"
         )
     lines = [
+        "[cache]",
+        "enabled = false  # it would keep state in the work tree (.schemathesis/) from run to run",
+        "",
         "[phases.examples]",
         "fill-missing = true  # operations without an example get generated ones",
         "",
