@@ -201,10 +201,13 @@ def test_webhook_secrets_survive_a_rotation_killed_at_random_moments(target: Tar
             process.wait()
             process.stdout.close()
             moved.append(sum(1 for *_, key_id in _rows(target).values() if key_id == "k2"))
+            if kill == 1:
+                assert 0 < moved[1] < SECRETS, (seed, moved)  # a kill landed in the middle of the secrets
+                # Retiring k1 now is refused: rows still use it. (Later kills, at random moments, may
+                # come after a rotation that finished on a fast machine, and then retiring would be fine.)
+                code, output = target.run("keys", "retire", "k1")
+                assert code == 1 and "still use 'k1'" in output, output
         print(f"SEC-03 webhook secrets seed={seed}: on k2 after each kill {moved}")
-        assert 0 < moved[1] < SECRETS, (seed, moved)  # a kill landed in the middle of the secrets
-        code, output = target.run("keys", "retire", "k1")
-        assert code == 1 and "still use 'k1'" in output, output
         code, output = target.run("keys", "rotate", "--batch-size", "5")
         assert code == 0 and "done: every row uses k2" in output, output
     finally:
