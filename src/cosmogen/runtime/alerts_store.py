@@ -262,23 +262,26 @@ def _check_rule_refs(conn: Connection, workspace: str, rule: alerts.Rule) -> Non
             raise LookupError(rule.universe_id)
 
 
+def _rule_values(name: str, rule: alerts.Rule) -> dict[str, Any]:
+    """The columns a rule's definition fills, the same on create and replace."""
+    return {
+        "name": name,
+        "kind": rule.kind.value,
+        "universe_id": rule.universe_id,
+        "params": rule.params(),
+        "channel_ids": list(rule.channel_ids),
+        "in_app": rule.in_app,
+        "dedup_window_s": rule.dedup_window_s,
+        "enabled": rule.enabled,
+    }
+
+
 def create_rule(workspace: str, name: str, rule: alerts.Rule, now: datetime) -> WriteFn[RuleRecord]:
     def write(conn: Connection) -> RuleRecord:
         _check_rule_refs(conn, workspace, rule)
         conn.execute(
             alert_rules.insert().values(
-                id=rule.id,
-                workspace_id=workspace,
-                name=name,
-                kind=rule.kind.value,
-                universe_id=rule.universe_id,
-                params=rule.params(),
-                channel_ids=list(rule.channel_ids),
-                in_app=rule.in_app,
-                dedup_window_s=rule.dedup_window_s,
-                enabled=rule.enabled,
-                created_at=now,
-                updated_at=now,
+                id=rule.id, workspace_id=workspace, created_at=now, updated_at=now, **_rule_values(name, rule)
             )
         )
         return get_rule(conn, workspace, rule.id)
@@ -293,17 +296,7 @@ def replace_rule(workspace: str, name: str, rule: alerts.Rule, now: datetime) ->
         conn.execute(
             update(alert_rules)
             .where(alert_rules.c.id == rule.id)
-            .values(
-                name=name,
-                kind=rule.kind.value,
-                universe_id=rule.universe_id,
-                params=rule.params(),
-                channel_ids=list(rule.channel_ids),
-                in_app=rule.in_app,
-                dedup_window_s=rule.dedup_window_s,
-                enabled=rule.enabled,
-                updated_at=now,
-            )
+            .values(updated_at=now, **_rule_values(name, rule))
         )
         return get_rule(conn, workspace, rule.id)
 
